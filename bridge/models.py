@@ -1,0 +1,173 @@
+"""Frozen data that crosses a boundary: inbound events, Chatbase stream events and results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Platform(StrEnum):
+    SLACK = "slack"
+    DISCORD = "discord"
+
+
+class Feedback(StrEnum):
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a message lives on its platform; enough to key a conversation and to reply.
+
+    ``workspace`` is the Slack team or the Discord guild ("" for a Discord DM).
+    ``thread`` is the Slack ``thread_ts`` or the Discord thread channel id, None when the
+    message is not inside a thread. ``enterprise`` is the Slack Enterprise Grid id when present.
+    """
+
+    platform: Platform
+    workspace: str
+    channel: str
+    thread: str | None = None
+    is_dm: bool = False
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A platform message the adapter decided the bot should answer.
+
+    ``text`` has the bot mention stripped. ``event_id`` is the platform's delivery id (Slack
+    ``event_id``, Discord message id or interaction id) used for exactly-once handling.
+    ``reply_thread`` is the thread the answer will go to when it differs from ``place.thread``
+    (a channel mention opens a thread under itself): the conversation is keyed on it.
+    """
+
+    place: Place
+    author: str
+    text: str
+    message_id: str
+    event_id: str
+    reply_thread: str | None = None
+    received_at: float = 0.0
+
+    @property
+    def conversation_thread(self) -> str | None:
+        return self.reply_thread if self.reply_thread is not None else self.place.thread
+
+
+@dataclass(frozen=True, slots=True)
+class InboundReaction:
+    """A reaction added to or removed from a message, emoji name already normalised
+    by the adapter (skin tones stripped, aliases folded to one name)."""
+
+    platform: Platform
+    workspace: str
+    channel: str
+    message_id: str
+    user: str
+    emoji: str
+    added: bool
+    event_id: str
+    # Names of the same user's reactions still on the message after this event, when the
+    # platform tells us (Discord raw events do not; the core then reads its own record).
+    remaining: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFeedbackButton:
+    """A press of a platform feedback button under an answer."""
+
+    platform: Platform
+    workspace: str
+    channel: str
+    message_id: str
+    user: str
+    feedback: Feedback
+    event_id: str
+
+
+# --------------------------------------------------------------------------- Chatbase
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    credits: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    tool_call_id: str
+    tool_name: str
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInput:
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetadata:
+    message_id: str | None = None
+    user_message_id: str | None = None
+    conversation_id: str | None = None
+    user_id: str | None = None
+    credits: float | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinish:
+    finish_reason: str | None
+    metadata: StreamMetadata
+
+
+StreamEvent = StreamStart | TextDelta | ToolInput | StreamMetadata | StreamFinish
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The whole of one assistant answer, streamed or not."""
+
+    text: str
+    message_id: str | None
+    conversation_id: str | None
+    user_message_id: str | None = None
+    user_id: str | None = None
+    credits: float | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
+    request_id: str | None = None
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRecord:
+    """What the store remembers about one platform message of a bot reply."""
+
+    conversation_id: str
+    assistant_message_id: str
+    conversation_key: str
+    asker: str
+    platform: Platform
+    workspace: str
+    channel: str
+    thread: str | None = None
+    part_ids: tuple[str, ...] = ()
