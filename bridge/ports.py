@@ -112,3 +112,27 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> Awaitable[None]: ...
+
+
+class PlatformAdapter(Protocol):
+    """One platform's bot inside the runtime: started, stopped in two steps on shutdown."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> None:
+        """Connect and begin taking events; returns once connected (loops run in owned
+        tasks)."""
+        ...
+
+    async def stop_intake(self) -> None:
+        """Stop taking new messages (in-flight answers keep rendering)."""
+        ...
+
+    async def close(self) -> None:
+        """Close platform connections; called after in-flight answers are done."""
+        ...
+
+    def is_ready(self) -> bool:
+        """Connected and able to answer (feeds /readyz)."""
+        ...
