@@ -55,8 +55,9 @@ class ReplySink(Protocol):
     @property
     def limits(self) -> SinkLimits: ...
 
-    def budget(self, op: Operation) -> Budget:
-        """The rate-limit bucket a call of this kind is charged to."""
+    def budget(self, op: Operation, *, final: bool = False) -> Budget:
+        """The rate-limit bucket a call of this kind is charged to (a final edit may be a
+        different platform method, e.g. Slack's ``chat.stopStream``)."""
         ...
 
     async def working(self) -> None:
