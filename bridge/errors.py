@@ -13,6 +13,7 @@
     │   └── StreamError          the answer started, then broke
     │       ├── StreamInterrupted    EOF or disconnect without a finish
     │       ├── StreamErrorChunk     an ``error`` chunk in the stream
+    │       ├── StreamMalformed      a frame that is not valid JSON (or an absurdly long line)
     │       └── StreamIdleTimeout    no bytes for the idle timeout
     └── PlatformError            a Slack or Discord call failed (raised by sinks)
         ├── PlatformRateLimited  throttled; retry_after seconds
@@ -107,6 +108,10 @@ class StreamErrorChunk(StreamError):
         super().__init__(f"Chatbase stream error: {error_text}", request_id=request_id)
         self.error_text = error_text
         self.code = code
+
+
+class StreamMalformed(StreamError):
+    """A ``data:`` frame of the stream could not be decoded."""
 
 
 class StreamIdleTimeout(StreamError):
