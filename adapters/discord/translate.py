@@ -165,7 +165,7 @@ def message_decision(
         or author.get("bot") is True
         or author.get("system") is True
         or payload.get("webhook_id") is not None
-        or payload.get("type", 0) not in _USER_MESSAGE_TYPES
+        or not _is_user_message_type(payload.get("type", 0))
     ):
         return None
     content = payload.get("content")
@@ -176,7 +176,7 @@ def message_decision(
     if guild_id is None and "guild_id" in payload and payload["guild_id"] is not None:
         return None  # a guild id that is not a snowflake: malformed, not a DM
     mentioned = mentions_user(payload, bot_id)
-    text = strip_bot_mention(content, bot_id) if mentioned else content.strip()
+    text = strip_bot_mention(content, bot_id)
 
     if guild_id is None:
         place = Place(platform=Platform.DISCORD, workspace="", channel=channel_id, is_dm=True)
@@ -225,6 +225,10 @@ def message_decision(
         mentioned=True,
         target_channel=channel_id,
     )
+
+
+def _is_user_message_type(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in _USER_MESSAGE_TYPES
 
 
 def _inbound(
