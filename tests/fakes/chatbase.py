@@ -64,6 +64,9 @@ __all__ = [
 _USER_ID = re.compile(r"^[a-zA-Z0-9._-]+$")
 _WORDS = re.compile(r"\S+\s*|\s+")
 _BATCH_BYTES = 64 * 1024
+_REQUEST_ID = web.RequestKey("request_id", str)
+_JSON = web.RequestKey("json", object)
+_RAW = web.RequestKey("raw", bytes)
 
 ENDPOINTS = (
     "chat", "retry", "tool_result", "feedback", "get_conversation", "list_messages",
@@ -311,6 +314,7 @@ class FakeChatbase:
         self.tool_results: list[ToolResultCall] = []
         self.streams_started = 0
         self.streams_finished = 0
+        self.streams_aborted = 0  # streams whose client went away before the end
         self.stalls = 0
         self._script: deque[Answer] = deque()
         self._faults: dict[str, deque[_Fault]] = {}
@@ -510,7 +514,7 @@ class FakeChatbase:
     ) -> web.StreamResponse:
         self._request_ids += 1
         request_id = f"req_{self._request_ids:06d}"
-        request["request_id"] = request_id
+        request[_REQUEST_ID] = request_id
         route = request.match_info.route
         endpoint = route.name if route.name in ENDPOINTS else None
         raw = await request.read()
@@ -520,8 +524,8 @@ class FakeChatbase:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", errors="replace")
-        request["json"] = body
-        request["raw"] = raw
+        request[_JSON] = body
+        request[_RAW] = raw
         self.requests.append(RecordedRequest(
             endpoint=endpoint, method=request.method, path=request.path,
             query=dict(request.query), headers=dict(request.headers), body=body,
@@ -780,7 +784,7 @@ class FakeChatbase:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "x-vercel-ai-ui-message-stream": "v1", "x-accel-buffering": "no",
-            "x-request-id": request["request_id"],
+            "x-request-id": request[_REQUEST_ID],
         })
         await response.prepare(request)
         self.streams_started += 1
@@ -833,8 +837,16 @@ class FakeChatbase:
             self.streams_finished += 1
             self._signal.pulse()
         except ConnectionError:
-            pass  # the client went away; nothing to finish
+            self._aborted()  # the client went away
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client closes the connection.
+            self._aborted()
+            raise
         return response
+
+    def _aborted(self) -> None:
+        self.streams_aborted += 1
+        self._signal.pulse()
 
     async def _break(self, request: web.Request, response: web.StreamResponse, answer: Answer,
                      writer: _FrameWriter) -> None:
@@ -947,8 +959,8 @@ def _chunks(
 
 
 def _object_body(request: web.Request) -> dict[str, Any]:
-    body = request["json"]
-    if request["raw"] and not isinstance(body, dict):
+    body = request[_JSON]
+    if request[_RAW] and not isinstance(body, dict):
         raise _Reject(400, "VALIDATION_INVALID_JSON", "Request body is not valid JSON")
     return body if isinstance(body, dict) else {}
 
