@@ -155,6 +155,7 @@ async def test_follow_up_continues_the_conversation(
     fake: FakeChatbase, client: ChatbaseClient
 ) -> None:
     _, first = await stream_all(client, message="one", user_id="u.1")
+    assert first.conversation_id is not None
     _, second = await stream_all(client, message="two", conversation_id=first.conversation_id)
     assert second.conversation_id == first.conversation_id
     assert second.text == "Echo: two"
