@@ -5,6 +5,7 @@
     BridgeError
     ├── ConfigError              a setting is missing or malformed (names the variable)
     ├── StoreError               Redis unreachable or failing (names REDIS_URL and the address)
+    │   └── TurnTimeout          waited too long for a conversation's previous turn
     ├── InvalidUserId            a userId Chatbase would refuse
     ├── ChatbaseError            anything from talking to Chatbase; carries request_id
     │   ├── ChatbaseAPIError     an HTTP error answer: code, message, details, status
@@ -35,6 +36,10 @@ class ConfigError(BridgeError):
 
 class StoreError(BridgeError):
     """Redis could not be reached or answered with an error."""
+
+
+class TurnTimeout(StoreError):
+    """The previous turn of a conversation did not finish within BRIDGE_LOCK_WAIT."""
 
 
 class InvalidUserId(BridgeError, ValueError):
