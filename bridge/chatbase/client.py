@@ -624,7 +624,7 @@ class ChatStream:
         """The answer text received so far."""
         if self._result is not None:
             return self._result.text
-        return self._parser.result().text if self._parser is not None else ""
+        return self._parser.text if self._parser is not None else ""
 
     def result(self) -> ChatResult:
         """The whole answer; only after the stream finished."""
@@ -670,7 +670,10 @@ class ChatStream:
         except StreamError as exc:
             self._ended = True
             self._release(abort=True)
-            log.warning("Chatbase %s stream failed: %s", self._endpoint, exc)
+            log.warning(
+                "Chatbase %s stream failed: %s [code %s, request id %s]", self._endpoint, exc,
+                getattr(exc, "code", None) or type(exc).__name__, self.request_id,
+            )
             raise
         except BridgeError:
             self._ended = True

@@ -385,6 +385,11 @@ class StreamParser:
     def finished(self) -> bool:
         return self._assembler.finished
 
+    @property
+    def text(self) -> str:
+        """The answer text so far."""
+        return self._assembler.text
+
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self.check()
         if self._done:

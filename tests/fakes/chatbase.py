@@ -21,7 +21,13 @@ Scripting: answers are taken from the ``script`` queue in order (chat, continuat
 alike), else built from ``default_answer`` with ``answer_text_for(message)`` as text.
 ``Answer.variant`` picks one of the stream shapes Chatbase's docs have published
 (``Variant``); ``Answer.fault`` breaks the stream after ``fault_after`` deltas
-(``StreamFault``); ``Answer.tool_calls`` ends it with a ``tool-calls`` finish. Pacing: a
+(``StreamFault``); ``Answer.tool_calls`` ends it with a ``tool-calls`` finish;
+``json_answer`` / ``hold_open`` mimic a server ignoring ``stream: true`` / never closing
+after the last frame. Conversations: ``conversations``, ``seed_conversation``,
+``end_conversation`` (then CHAT_CONVERSATION_NOT_ONGOING). Records: ``requests`` (every
+one, with ``request_id``), ``chat_calls``, ``retry_calls``, ``calls(endpoint)``,
+``feedback_calls`` and ``tool_results`` (accepted ones), ``stalls``, ``streams_started`` /
+``streams_finished`` / ``streams_aborted``. Pacing: a
 ``Gate`` lets the test release deltas one by one; ``first_token_delay`` / ``delta_delay``
 pace benchmarks. Errors before the answer: ``fail_next``, ``rate_limit_next``, ``drop_next``
 (connection closed without an answer), ``stall_next`` (no answer at all), per endpoint.
@@ -166,6 +172,10 @@ class Answer:
     gate: Gate | None = None
     first_token_delay: float = 0.0
     delta_delay: float = 0.0
+    # Answer a streaming request with the JSON body, as a server ignoring `stream: true`.
+    json_answer: bool = False
+    # After the last frame keep the connection open instead of ending it.
+    hold_open: bool = False
 
     def __post_init__(self) -> None:
         if self.deltas is not None:
@@ -769,7 +779,7 @@ class FakeChatbase:
             "conversationId": conv.id, "userId": conv.user_id,
             "usage": {"credits": answer.credits},
         }
-        if not stream:
+        if not stream or answer.json_answer:
             return web.json_response({"data": {
                 "id": reply.id, "role": "assistant", "parts": reply.to_json()["parts"],
                 "metadata": {**{k: v for k, v in meta.items() if k != "messageId"},
@@ -833,9 +843,11 @@ class FakeChatbase:
                 out += writer.frame(chunk)
             out += writer.done()
             await response.write(bytes(out))
-            await response.write_eof()
             self.streams_finished += 1
             self._signal.pulse()
+            if answer.hold_open:
+                await self._closing.wait()
+            await response.write_eof()
         except ConnectionError:
             self._aborted()  # the client went away
         except asyncio.CancelledError:

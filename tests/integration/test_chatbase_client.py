@@ -633,3 +633,27 @@ async def test_limiter_is_asked_for_every_request(
     await client.chat(message="x")
     await client.health()
     assert limiter.acquired == 3 == len(fake.requests)
+
+
+async def test_json_answer_to_a_streaming_request(
+    fake: FakeChatbase, client: ChatbaseClient
+) -> None:
+    fake.script(Answer(text="All at once", json_answer=True, credits=3))
+    events, result = await stream_all(client, message="q", user_id="u.1")
+    (conv,) = fake.conversations.values()
+    assert [type(e) for e in events][:2] == [StreamStart, TextDelta]
+    assert isinstance(events[-1], StreamFinish)
+    assert (result.text, result.message_id, result.conversation_id, result.credits) == (
+        "All at once", conv.messages[1].id, conv.id, 3.0)
+
+
+async def test_finish_without_done_on_an_open_connection(
+    fake: FakeChatbase, make_client: MakeClient
+) -> None:
+    # Neither [DONE] nor EOF after finish: the answer still completes, after a short grace.
+    client = make_client(idle_timeout=0.3)
+    fake.script(Answer(text="Done anyway", variant=Variant.NO_DONE, hold_open=True))
+    events, result = await stream_all(client, message="q", user_id="u.1")
+    assert isinstance(events[-1], StreamFinish)
+    assert result.text == "Done anyway" and result.finish_reason == "stop"
+    await fake.wait_for(lambda: fake.streams_aborted == 1)
