@@ -1,0 +1,475 @@
+"""The Slack platform adapter: Bolt (AsyncApp) wiring, transports and lifecycle.
+
+Socket Mode when ``SLACK_APP_TOKEN`` is set, else the HTTP Events API at ``/slack/events``
+on the bridge's own HTTP server, verified with ``SLACK_SIGNING_SECRET``. Every listener only
+translates the payload and hands the work to a task this adapter owns, so Slack's
+three-second acknowledgement always holds (Bolt runs with ``process_before_response`` and
+acknowledges when the listener returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    async_default_handlers,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import translate
+from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
+from adapters.slack.translate import FEEDBACK_ACTION_ID, BotIdentity, Scope
+from bridge.errors import ConfigError, PlatformError
+from bridge.metrics import Metrics
+from bridge.models import InboundMessage, ReplyRecord
+from bridge.ports import Relay, ReplySink
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+# auth.test answers that mean the operator's token is wrong, not that Slack is unwell.
+_BAD_TOKEN = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                        "token_expired", "not_allowed_token_type"})
+# The reset command answers inside Slack's three seconds even when Redis is slow.
+RESET_TIMEOUT = 2.5
+
+RESET_DONE = "Done. Your next message starts a new conversation."
+RESET_NOTHING = "There was no conversation to reset here; your next message starts a new one."
+RESET_FAILED = "Sorry, I could not start over just now. Please try again in a moment."
+RESET_WHERE = (
+    "Use this command in a direct message with me, or in a channel with the link to the "
+    "thread: {command} https://…/archives/C…/p… (⋯ on the thread's first message → Copy link)."
+)
+RESET_NOT_HERE = "I am not available in this workspace or channel."
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
+
+
+class _KnownBot(AsyncAuthorize):
+    """Bolt authorisation from the one ``auth.test`` made at start: a single bot token
+    serves the workspace (or, installed org-wide, every workspace of the Grid org)."""
+
+    def __init__(self, identity: BotIdentity, token: str) -> None:
+        self._identity = identity
+        self._token = token
+
+    async def __call__(
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=enterprise_id or self._identity.enterprise_id,
+            team_id=team_id or self._identity.team_id,
+            bot_user_id=self._identity.user_id,
+            bot_id=self._identity.bot_id,
+            bot_token=self._token,
+            user_id=user_id,
+        )
+
+
+class _BoltNoise(logging.Filter):
+    """Drops Bolt's start-up warnings about ``SLACK_BOT_TOKEN`` being ignored: the bridge
+    passes its own clients on purpose, yet Bolt reads the variable from the environment."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("As you gave `client` as well")
+                    or message.startswith("As `installation_store` or `authorize`"))
+
+
+class SlackAdapter:
+    """Slack inside the runtime (``bridge.ports.PlatformAdapter``)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        relay: Relay,
+        metrics: Metrics,
+        http_app: web.Application | None,
+        session: aiohttp.ClientSession | None = None,
+        pacing: SlackPacing | None = None,
+        call_timeout: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._relay = relay
+        self._metrics = metrics
+        self._session = session
+        self._pacing = pacing or SlackPacing()
+        self._call_timeout = call_timeout
+        self._scope = Scope(
+            teams=frozenset(settings.slack_allowed_teams),
+            channels=frozenset(settings.slack_allowed_channels),
+        )
+        self._socket_mode = settings.slack_app_token is not None
+        self._http_app = http_app
+        if http_app is not None and not self._socket_mode:
+            # Routes must exist before the server starts; the handler answers 503 until
+            # start() has run, so Slack retries instead of losing the event.
+            http_app.router.add_post(EVENTS_PATH, self._handle_http)
+        self._own_session: aiohttp.ClientSession | None = None
+        self._app: AsyncApp | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._api: SlackApi | None = None
+        self._retrying_api: SlackApi | None = None
+        self._identity: BotIdentity | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._intake_open = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def name(self) -> str:
+        return "slack"
+
+    @property
+    def identity(self) -> BotIdentity | None:
+        """The bot's identity from ``auth.test``, once started."""
+        return self._identity
+
+    @property
+    def app(self) -> AsyncApp:
+        """The Bolt app, once started (tests dispatch Socket Mode requests through it)."""
+        if self._app is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return self._app
+
+    async def start(self) -> None:
+        settings = self._settings
+        if settings.slack_bot_token is None:
+            raise ConfigError("Slack needs SLACK_BOT_TOKEN.")
+        token = settings.slack_bot_token.get_secret_value()
+        if not self._socket_mode:
+            if settings.slack_signing_secret is None:
+                raise ConfigError(
+                    "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+                    "(HTTP Events API at /slack/events)."
+                )
+            if self._http_app is None:
+                raise ConfigError("Slack's HTTP Events API mode needs the bridge HTTP server.")
+        session = self._session
+        if session is None:
+            session = self._own_session = aiohttp.ClientSession()
+        base_url = settings.slack_api_url
+        sink_client = AsyncWebClient(
+            token=token, base_url=base_url, session=session, logger=log, retry_handlers=[]
+        )
+        # Calls outside the paced reply path (auth.test, Socket Mode, feedback buttons,
+        # Bolt's own) honour Slack's Retry-After themselves.
+        client = AsyncWebClient(
+            token=token, base_url=base_url, session=session, logger=log,
+            retry_handlers=[*async_default_handlers(),
+                            AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        )
+        self._api = SlackApi(client=sink_client, metrics=self._metrics, timeout=self._call_timeout)
+        self._retrying_api = SlackApi(client=client, metrics=self._metrics,
+                                      timeout=self._call_timeout * 3)
+        self._identity = await self._auth_test(client)
+        bolt_client = AsyncWebClient(
+            token=None, base_url=base_url, session=session, logger=log,
+            retry_handlers=list(client.retry_handlers or []),
+        )
+        self._app = self._build_app(bolt_client, self._identity, token)
+        if self._socket_mode:
+            await self._connect_socket(client)
+        self._intake_open = True
+        log.info("Slack connected as %s (%s mode)", self._identity.user_id,
+                 "Socket Mode" if self._socket_mode else "HTTP Events API")
+
+    async def stop_intake(self) -> None:
+        self._intake_open = False
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            # Disconnecting lets Slack deliver new events to the other replicas' sockets.
+            with contextlib.suppress(Exception):
+                await socket.close_async()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_intake()
+        tasks = [task for task in self._tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_session is not None:
+            await self._own_session.close()
+            self._own_session = None
+
+    def is_ready(self) -> bool:
+        if not self._intake_open or self._app is None:
+            return False
+        if not self._socket_mode:
+            return True
+        client = self._socket.client if self._socket is not None else None
+        session = client.current_session if client is not None else None
+        return client is not None and not client.closed and session is not None and (
+            not session.closed
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks of this adapter still running (answers, reactions, button presses)."""
+        return sum(1 for task in self._tasks if not task.done())
+
+    async def wait_idle(self) -> None:
+        """Wait until every task this adapter started has finished (tests, shutdown)."""
+        while True:
+            tasks = [task for task in self._tasks if not task.done()]
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
+
+    async def _auth_test(self, client: AsyncWebClient) -> BotIdentity:
+        try:
+            response = await client.auth_test()
+        except SlackApiError as exc:
+            code = exc.response.get("error") if exc.response is not None else None
+            if code in _BAD_TOKEN:
+                raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN ({code}).") from exc
+            raise PlatformError(f"Slack auth.test failed: {code}") from exc
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            raise PlatformError(
+                f"Cannot reach Slack at SLACK_API_URL {self._settings.slack_api_url}: "
+                f"{type(exc).__name__}"
+            ) from exc
+        data = response.data if isinstance(response.data, Mapping) else {}
+        user_id = data.get("user_id")
+        if not isinstance(user_id, str) or not user_id:
+            raise PlatformError("Slack auth.test answered without a user_id")
+        return BotIdentity(
+            user_id=user_id,
+            bot_id=_opt_str(data.get("bot_id")),
+            team_id=_opt_str(data.get("team_id")),
+            enterprise_id=_opt_str(data.get("enterprise_id")),
+        )
+
+    async def _connect_socket(self, client: AsyncWebClient) -> None:
+        assert self._app is not None and self._settings.slack_app_token is not None
+        app_token = self._settings.slack_app_token.get_secret_value()
+        # Asked here rather than inside the SDK's connect loop, which retries a rejected
+        # token forever: a wrong SLACK_APP_TOKEN becomes one clear error at start.
+        try:
+            opened = await client.apps_connections_open(app_token=app_token)
+        except SlackApiError as exc:
+            code = exc.response.get("error") if exc.response is not None else None
+            raise ConfigError(
+                f"Slack rejected SLACK_APP_TOKEN ({code}); it needs the connections:write "
+                "scope and Socket Mode enabled for the app."
+            ) from exc
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            raise PlatformError(f"Cannot open a Slack Socket Mode connection: {exc}") from exc
+        url = opened.get("url")
+        if not isinstance(url, str) or not url:
+            raise PlatformError("Slack apps.connections.open answered without a url")
+        handler = AsyncSocketModeHandler(self._app, app_token, web_client=client, logger=log)
+        handler.client.wss_uri = url
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await handler.connect_async()  # type: ignore[no-untyped-call]
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                await handler.close_async()  # type: ignore[no-untyped-call]
+            raise PlatformError("Slack Socket Mode did not connect in time") from exc
+        self._socket = handler
+
+    # ------------------------------------------------------------------ Bolt
+
+    def _build_app(self, client: AsyncWebClient, identity: BotIdentity, token: str) -> AsyncApp:
+        bolt_log = log.getChild("bolt")
+        bolt_log.addFilter(_BoltNoise())
+        secret = self._settings.slack_signing_secret
+        app = AsyncApp(
+            name="chatbase-bridge",
+            logger=bolt_log,
+            client=client,
+            authorize=_KnownBot(identity, token),
+            signing_secret=secret.get_secret_value() if secret is not None else "",
+            # Listeners return at once (the work runs in owned tasks), so acknowledging
+            # after them is still immediate and no untracked Bolt task is left behind.
+            process_before_response=True,
+            request_verification_enabled=not self._socket_mode,
+            attaching_conversation_kwargs_enabled=False,
+        )
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.event("reaction_added")(self._on_reaction)
+        app.event("reaction_removed")(self._on_reaction)
+        app.action(FEEDBACK_ACTION_ID)(self._on_feedback_button)
+        app.command(self._settings.slack_reset_command)(self._on_reset)
+        # Anything else subscribed (or added to the manifest later) is acknowledged, so Slack
+        # never sees a failed delivery for an event the bridge does not use.
+        app.event(re.compile(r".*"))(self._on_other_event)
+        return app
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        app = self._app
+        if app is None or not self._intake_open:
+            return web.Response(status=503, text="not ready")
+        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    # ------------------------------------------------------------------ listeners
+
+    async def _on_mention(self, body: dict[str, Any]) -> None:
+        message = translate.mention(body, self._bot, self._scope, received_at=time.time())
+        if message is None:
+            self._metrics.events.labels("slack", "ignored").inc()
+            return
+        self._spawn(self._answer(message, follow_up=False), "slack-answer")
+
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        message = translate.message(body, self._bot, self._scope, received_at=time.time())
+        if message is None:
+            self._metrics.events.labels("slack", "ignored").inc()
+            return
+        # A DM is always for the bot; a channel message reaching here is a thread reply
+        # without a mention, answered only inside a conversation its author has there.
+        self._spawn(self._answer(message, follow_up=not message.place.is_dm), "slack-answer")
+
+    async def _on_reaction(self, body: dict[str, Any]) -> None:
+        reaction = translate.reaction(body, self._bot, self._scope)
+        if reaction is None:
+            return
+        self._spawn(self._relay.handle_reaction(reaction, self.open_sink), "slack-reaction")
+
+    async def _on_feedback_button(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        press = translate.feedback_button(body, self._bot, self._scope)
+        if press is None:
+            return
+        self._spawn(self._relay.handle_feedback_button(press), "slack-feedback")
+
+    async def _on_reset(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        request = translate.reset_request(body, self._scope)
+        if request is None:
+            await ack(text=RESET_NOT_HERE)
+            return
+        if request.place is None:
+            await ack(text=RESET_WHERE.format(command=self._settings.slack_reset_command))
+            return
+        try:
+            async with asyncio.timeout(RESET_TIMEOUT):
+                existed = await self._relay.reset(request.place, request.author)
+        except Exception as exc:
+            log.warning("reset failed: %s", exc)
+            await ack(text=RESET_FAILED)
+            return
+        # A slash command's direct answer is shown only to the person who used it.
+        await ack(text=RESET_DONE if existed else RESET_NOTHING)
+
+    async def _on_other_event(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ work
+
+    @property
+    def _bot(self) -> BotIdentity:
+        assert self._identity is not None
+        return self._identity
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self._closed:
+            work.close()
+            return
+        task = asyncio.create_task(self._guard(work), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guard(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handling a Slack event failed")
+
+    async def _answer(self, message: InboundMessage, *, follow_up: bool) -> None:
+        if follow_up and not await self._relay.has_conversation(message):
+            self._metrics.events.labels("slack", "ignored").inc()
+            return
+        sink = self.sink_for(message)
+        try:
+            await self._relay.handle_message(message, sink)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering a Slack message failed")
+            await self._rescue(sink)
+
+    async def _rescue(self, sink: SlackSink) -> None:
+        """The one catch-all: the reply is left finished, never as nothing or a stream."""
+        try:
+            if not sink.part_ids:
+                await sink.post(SOMETHING_WENT_WRONG, final=True)
+        except PlatformError as exc:
+            log.warning("could not tell the user that answering failed: %s", exc)
+        await sink.finish(sink.part_ids, answered=False)
+
+    def sink_for(self, message: InboundMessage) -> SlackSink:
+        """The sink for a new answer: in a thread (streamed) unless it is a top-level DM."""
+        return self._sink(
+            ReplyTarget(
+                workspace=message.place.workspace,
+                channel=message.place.channel,
+                thread_ts=message.conversation_thread,
+                asker=message.author,
+            ),
+            stream=self._settings.slack_native_streaming,
+        )
+
+    def open_sink(self, record: ReplyRecord) -> ReplySink:
+        """A sink that rewrites an existing reply in place (regenerate): post + update."""
+        return self._sink(
+            ReplyTarget(
+                workspace=record.workspace,
+                channel=record.channel,
+                thread_ts=record.thread,
+                asker=record.asker,
+            ),
+            stream=False,
+        )
+
+    def _sink(self, target: ReplyTarget, *, stream: bool) -> SlackSink:
+        if self._api is None or self._retrying_api is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return SlackSink(
+            api=self._api,
+            retrying_api=self._retrying_api,
+            target=target,
+            stream=stream,
+            feedback_buttons=self._settings.slack_feedback_buttons,
+            pacing=self._pacing,
+        )
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,405 @@
+"""Pure translation of raw Slack payloads into the bridge's inbound models (no I/O).
+
+Every function takes whatever Slack (or anyone) sent and returns a valid model or None:
+a payload that is malformed, truncated, from a bot, an edit, outside the allowed
+workspaces/channels, or simply not for the bot gives None, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.slack.markup import mentions_user, to_plain
+from bridge.models import (
+    Feedback,
+    InboundFeedbackButton,
+    InboundMessage,
+    InboundReaction,
+    Place,
+    Platform,
+)
+
+# The action id of the feedback buttons the sink puts under finished answers.
+FEEDBACK_ACTION_ID = "chatbase_feedback"
+
+# Message subtypes that are still a person writing: a thread reply also sent to the channel,
+# and a message with a file attached. Every other subtype (edits, deletes, joins, bot
+# messages, ...) is not a question.
+_USER_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TS_RE = re.compile(r"^\d{1,12}\.\d{1,9}$")
+_PERMALINK_TS_RE = re.compile(r"/archives/([A-Z0-9]+)/p(\d{10})(\d{6})")
+_THREAD_PARAM_RE = re.compile(r"[?&]thread_ts=(\d{1,12}\.\d{1,9})")
+
+_POSITIVE = frozenset({"+1", "thumbsup", "thumbs_up"})
+_NEGATIVE = frozenset({"-1", "thumbsdown", "thumbs_down"})
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who the bot is, from ``auth.test``."""
+
+    user_id: str
+    bot_id: str | None = None
+    team_id: str | None = None
+    enterprise_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where the bot may answer: allowed workspace (team or enterprise) and channel ids;
+    an empty set allows all. DMs are never restricted by channel."""
+
+    teams: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+
+    def allows(self, *, workspace: str, enterprise: str | None, channel: str, is_dm: bool) -> bool:
+        if self.teams and workspace not in self.teams and (
+            enterprise is None or enterprise not in self.teams
+        ):
+            return False
+        return is_dm or not self.channels or channel in self.channels
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequest:
+    """A reset slash command: whose conversation, and where. ``place`` is None when the
+    command was used in a channel without naming a thread."""
+
+    author: str
+    place: Place | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _map(value: Any, key: str) -> Mapping[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    found = value.get(key)
+    return found if isinstance(found, Mapping) else None
+
+
+def _str(value: Any, key: str) -> str | None:
+    if not isinstance(value, Mapping):
+        return None
+    found = value.get(key)
+    return found if isinstance(found, str) and found else None
+
+
+def _id(value: Any, key: str) -> str | None:
+    found = _str(value, key)
+    return found if found is not None and _ID_RE.match(found) else None
+
+
+def _ts(value: Any, key: str) -> str | None:
+    found = _str(value, key)
+    return found if found is not None and _TS_RE.match(found) else None
+
+
+def _first_authorization(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    auths = body.get("authorizations")
+    if isinstance(auths, list) and auths and isinstance(auths[0], Mapping):
+        return auths[0]
+    return None
+
+
+def _workspace(
+    body: Mapping[str, Any], event: Mapping[str, Any] | None
+) -> tuple[str, str | None] | None:
+    """(workspace, enterprise) of an Events API envelope.
+
+    The envelope's ``team_id`` is the installation's workspace; ``event.team`` can be another
+    organisation's in a Slack Connect channel, so it is only a last resort. An org-wide
+    Enterprise Grid install may have no team at all: the enterprise then stands in for it.
+    """
+    auth = _first_authorization(body)
+    enterprise = _id(body, "enterprise_id") or _id(auth, "enterprise_id")
+    team = _id(body, "team_id") or _id(auth, "team_id") or _id(event, "team") or enterprise
+    if team is None:
+        return None
+    return team, enterprise
+
+
+def _is_dm_channel(channel: str, channel_type: str | None) -> bool:
+    return channel_type == "im" or (channel_type is None and channel.startswith("D"))
+
+
+def _event(body: Any, *types: str) -> Mapping[str, Any] | None:
+    event = _map(body, "event")
+    if event is None or event.get("type") not in types:
+        return None
+    return event
+
+
+def _event_id(body: Mapping[str, Any], channel: str, ts: str) -> str:
+    return _str(body, "event_id") or f"{channel}:{ts}"
+
+
+def _from_person(event: Mapping[str, Any], bot: BotIdentity) -> str | None:
+    """The author when the event is a person's message (not a bot's, not ours)."""
+    if event.get("bot_id") is not None or event.get("bot_profile") is not None:
+        return None
+    user = _id(event, "user")
+    if user is None or user == bot.user_id:
+        return None
+    return user
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def mention(
+    body: Any, bot: BotIdentity, scope: Scope, *, received_at: float = 0.0
+) -> InboundMessage | None:
+    """An ``app_mention`` event in a channel.
+
+    A top-level mention is answered in a thread under it (``reply_thread``); a mention
+    inside a thread continues there. DMs come through ``message.im`` instead.
+    """
+    event = _event(body, "app_mention")
+    if event is None or not isinstance(body, Mapping):
+        return None
+    if event.get("subtype") is not None or event.get("edited") is not None:
+        return None
+    author = _from_person(event, bot)
+    channel = _id(event, "channel")
+    ts = _ts(event, "ts")
+    where = _workspace(body, event)
+    if author is None or channel is None or ts is None or where is None:
+        return None
+    if _is_dm_channel(channel, _str(event, "channel_type")):
+        return None
+    workspace, enterprise = where
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=False):
+        return None
+    thread = _ts(event, "thread_ts")
+    in_thread = thread is not None and thread != ts
+    place = Place(
+        platform=Platform.SLACK,
+        workspace=workspace,
+        channel=channel,
+        thread=thread if in_thread else None,
+        is_dm=False,
+        enterprise=enterprise,
+    )
+    text = event.get("text")
+    return InboundMessage(
+        place=place,
+        author=author,
+        text=to_plain(text if isinstance(text, str) else "", bot_user_id=bot.user_id),
+        message_id=ts,
+        event_id=_event_id(body, channel, ts),
+        reply_thread=None if in_thread else ts,
+        received_at=received_at,
+    )
+
+
+def message(
+    body: Any, bot: BotIdentity, scope: Scope, *, received_at: float = 0.0
+) -> InboundMessage | None:
+    """A ``message`` event: a DM (always answered), or a candidate thread follow-up in a
+    channel (``place.is_dm`` False), to be answered only when the core knows a conversation
+    of its author there (``Relay.has_conversation``).
+
+    A channel message that mentions the bot is dropped: the same mention also arrives as
+    ``app_mention``, which answers it.
+    """
+    event = _event(body, "message")
+    if event is None or not isinstance(body, Mapping):
+        return None
+    subtype = event.get("subtype")
+    if subtype is not None and subtype not in _USER_SUBTYPES:
+        return None
+    if event.get("hidden") or event.get("edited") is not None:
+        return None
+    author = _from_person(event, bot)
+    channel = _id(event, "channel")
+    ts = _ts(event, "ts")
+    where = _workspace(body, event)
+    if author is None or channel is None or ts is None or where is None:
+        return None
+    workspace, enterprise = where
+    raw = event.get("text")
+    text = raw if isinstance(raw, str) else ""
+    thread = _ts(event, "thread_ts")
+    in_thread = thread is not None and thread != ts
+    is_dm = _is_dm_channel(channel, _str(event, "channel_type"))
+    if not is_dm and (not in_thread or mentions_user(text, bot.user_id)):
+        return None
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
+        return None
+    place = Place(
+        platform=Platform.SLACK,
+        workspace=workspace,
+        channel=channel,
+        thread=thread if in_thread else None,
+        is_dm=is_dm,
+        enterprise=enterprise,
+    )
+    return InboundMessage(
+        place=place,
+        author=author,
+        text=to_plain(text, bot_user_id=bot.user_id),
+        message_id=ts,
+        event_id=_event_id(body, channel, ts),
+        received_at=received_at,
+    )
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+def normalise_reaction(name: str) -> str:
+    """Skin tones stripped (``+1::skin-tone-3``) and thumbs aliases folded to ``+1``/``-1``."""
+    base = name.split("::", 1)[0]
+    if base in _POSITIVE:
+        return "+1"
+    if base in _NEGATIVE:
+        return "-1"
+    return base
+
+
+def reaction(body: Any, bot: BotIdentity, scope: Scope) -> InboundReaction | None:
+    """A ``reaction_added``/``reaction_removed`` on one of the bot's messages."""
+    event = _event(body, "reaction_added", "reaction_removed")
+    if event is None or not isinstance(body, Mapping):
+        return None
+    item = _map(event, "item")
+    if item is None or item.get("type") != "message":
+        return None
+    # item_user is the author of the reacted-to message: only the bot's replies matter, and
+    # every other reaction in every channel is dropped here, before any Redis work.
+    if _id(event, "item_user") != bot.user_id:
+        return None
+    user = _id(event, "user")
+    name = _str(event, "reaction")
+    channel = _id(item, "channel")
+    ts = _ts(item, "ts")
+    where = _workspace(body, event)
+    if user is None or user == bot.user_id or name is None or channel is None or ts is None:
+        return None
+    if where is None:
+        return None
+    workspace, enterprise = where
+    is_dm = _is_dm_channel(channel, None)
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
+        return None
+    emoji = normalise_reaction(name)
+    added = event.get("type") == "reaction_added"
+    event_ts = _str(event, "event_ts") or ""
+    fallback_id = f"{channel}:{ts}:{user}:{emoji}:{'+' if added else '-'}:{event_ts}"
+    return InboundReaction(
+        platform=Platform.SLACK,
+        workspace=workspace,
+        channel=channel,
+        message_id=ts,
+        user=user,
+        emoji=emoji,
+        added=added,
+        event_id=_str(body, "event_id") or fallback_id,
+    )
+
+
+def feedback_button(body: Any, bot: BotIdentity, scope: Scope) -> InboundFeedbackButton | None:
+    """A press of the native feedback buttons (``block_actions``) under one of our answers."""
+    if not isinstance(body, Mapping) or body.get("type") != "block_actions":
+        return None
+    actions = body.get("actions")
+    if not isinstance(actions, list):
+        return None
+    action = next(
+        (a for a in actions if isinstance(a, Mapping) and a.get("action_id") == FEEDBACK_ACTION_ID),
+        None,
+    )
+    if action is None:
+        return None
+    value = _str(action, "value")
+    if value is None:
+        return None
+    kind = value.split(":", 1)[0]
+    if kind not in (Feedback.POSITIVE.value, Feedback.NEGATIVE.value):
+        return None
+    user_map = _map(body, "user")
+    user = _id(user_map, "id")
+    container = _map(body, "container")
+    channel = _id(_map(body, "channel"), "id") or _id(container, "channel_id")
+    ts = _ts(container, "message_ts") or _ts(_map(body, "message"), "ts")
+    enterprise = _id(_map(body, "enterprise"), "id")
+    workspace = _id(_map(body, "team"), "id") or _id(user_map, "team_id") or enterprise
+    if user is None or user == bot.user_id or channel is None or ts is None or workspace is None:
+        return None
+    is_dm = _is_dm_channel(channel, None)
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
+        return None
+    action_ts = _str(action, "action_ts") or ""
+    return InboundFeedbackButton(
+        platform=Platform.SLACK,
+        workspace=workspace,
+        channel=channel,
+        message_id=ts,
+        user=user,
+        feedback=Feedback(kind),
+        event_id=f"{channel}:{ts}:{user}:{action_ts}",
+    )
+
+
+# --------------------------------------------------------------------------- reset
+
+
+def reset_request(body: Any, scope: Scope) -> ResetRequest | None:
+    """The reset slash command: the DM it was used in, or a channel thread.
+
+    Slack's slash-command payload has no thread field, so in a channel the thread is taken
+    from a ``thread_ts`` field when present or from a message link given as the argument.
+    """
+    if not isinstance(body, Mapping):
+        return None
+    author = _id(body, "user_id")
+    channel = _id(body, "channel_id")
+    enterprise = _id(body, "enterprise_id")
+    workspace = _id(body, "team_id") or enterprise
+    if author is None or channel is None or workspace is None:
+        return None
+    is_dm = channel.startswith("D") or body.get("channel_name") == "directmessage"
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
+        return None
+    thread = _ts(body, "thread_ts")
+    if thread is None:
+        thread, linked_channel = _thread_from_link(_str(body, "text") or "")
+        if linked_channel is not None and linked_channel != channel:
+            thread = None
+    if is_dm:
+        return ResetRequest(
+            author=author,
+            place=Place(
+                platform=Platform.SLACK, workspace=workspace, channel=channel,
+                thread=None, is_dm=True, enterprise=enterprise,
+            ),
+        )
+    if thread is None:
+        return ResetRequest(author=author, place=None)
+    return ResetRequest(
+        author=author,
+        place=Place(
+            platform=Platform.SLACK, workspace=workspace, channel=channel,
+            thread=thread, is_dm=False, enterprise=enterprise,
+        ),
+    )
+
+
+def _thread_from_link(text: str) -> tuple[str | None, str | None]:
+    """(thread ts, channel) from a Slack message link: ``…/archives/C1/p1700000000123456``
+    names a message; ``?thread_ts=…`` names its thread when the link is to a reply."""
+    found = _PERMALINK_TS_RE.search(text)
+    if found is None:
+        return None, None
+    channel = found.group(1)
+    param = _THREAD_PARAM_RE.search(text)
+    if param is not None:
+        return param.group(1), channel
+    return f"{found.group(2)}.{found.group(3)}", channel

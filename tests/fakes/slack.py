@@ -1,0 +1,702 @@
+"""A fake Slack Web API (and Socket Mode server) over real HTTP on an ephemeral port.
+
+It answers the methods the bridge uses with Slack's payload shapes (``ok``, ``ts``,
+``channel``, ``error``), records every call with its arguments, enforces per-method,
+per-workspace rate-limit tiers with ``429`` + ``Retry-After``, keeps every message the bot
+writes (applying stream appends and updates) so tests can assert the exact final text, and
+lets tests inject errors. It also serves Socket Mode (``apps.connections.open`` + a
+WebSocket) so the adapter's Socket Mode transport runs for real, and builds signed Events
+API requests and realistic event payloads.
+
+Typical use::
+
+    async with FakeSlack() as slack:
+        settings = Settings(SLACK_BOT_TOKEN=slack.bot_token, SLACK_API_URL=slack.api_url, ...)
+        slack.fail_next("chat.appendStream", "message_not_in_streaming_state")
+        ...
+        assert slack.thread_texts("C1", "1700000000.000100") == ["the answer"]
+        assert slack.rate_limited == []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+from slack_sdk.signature import SignatureVerifier
+
+__all__ = [
+    "FakeSlack",
+    "Limit",
+    "SlackCall",
+    "SlackMessage",
+    "Tiers",
+    "block_action",
+    "event_envelope",
+    "mention_event",
+    "message_event",
+    "reaction_event",
+    "slash_command",
+]
+
+MARKDOWN_LIMIT = 12_000
+TEXT_LIMIT = 4_000  # msg_too_long for `text` from about 4,000 characters in practice
+_LIVE_TOKEN = re.compile(r"<(?:@[A-Z0-9]+|#[A-Z0-9]+|![a-z]+(?:\^[^>]*)?)(?:\|[^>]*)?>")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``calls`` calls in any ``per`` seconds, per workspace (or per channel)."""
+
+    calls: int
+    per: float
+    per_channel: bool = False
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Slack's documented floors (reference/slack-platform.md §1.4, §2.1)."""
+
+    limits: Mapping[str, Limit] = field(default_factory=lambda: {
+        "chat.startStream": Limit(20, 60.0),  # Tier 2
+        "chat.stopStream": Limit(20, 60.0),  # Tier 2
+        "chat.appendStream": Limit(100, 60.0),  # Tier 4
+        "chat.update": Limit(50, 60.0),  # Tier 3
+        "chat.delete": Limit(50, 60.0),  # Tier 3
+        "chat.postMessage": Limit(1, 1.0, per_channel=True),  # ~1 per second per channel
+    })
+
+    def scaled(self, factor: float) -> Tiers:
+        """The same call counts in windows ``factor`` times as long (tests run faster)."""
+        return Tiers({m: replace(lim, per=lim.per * factor) for m, lim in self.limits.items()})
+
+
+@dataclass
+class SlackCall:
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    at: float
+    status: int = 200
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class SlackMessage:
+    """One message the bot wrote, as Slack would now show it."""
+
+    ts: str
+    channel: str
+    thread_ts: str | None
+    source: str  # "post" | "stream"
+    raw: str = ""  # the escaped Markdown/mrkdwn Slack stores
+    fallback: str = ""  # the plain `text` sent alongside blocks
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False
+    started_at: float = 0.0
+    deleted: bool = False
+    edits: int = 0
+    appends: int = 0
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """What a reader sees: entities decoded."""
+        return unescape(self.raw)
+
+    @property
+    def has_feedback_buttons(self) -> bool:
+        return any(
+            b.get("type") == "context_actions"
+            and any(e.get("type") == "feedback_buttons" for e in b.get("elements", []))
+            for b in self.blocks
+        )
+
+    def live_tokens(self) -> list[str]:
+        """Mention tokens Slack would turn into pings (``<!channel>``, ``<@U…>``…)."""
+        found = _LIVE_TOKEN.findall(self.raw) + _LIVE_TOKEN.findall(self.fallback)
+        for text in self.history:
+            found += _LIVE_TOKEN.findall(text)
+        return found
+
+
+@dataclass
+class _Fault:
+    error: str
+    status: int
+    retry_after: float | None
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+class _Reject(Exception):
+    def __init__(self, error: str, status: int = 200, retry_after: float | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+
+
+class FakeSlack:
+    """The fake Slack. Use as ``async with FakeSlack() as slack``."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-test-token",
+        signing_secret: str = "test-signing-secret",
+        team_id: str = "T0TEAM",
+        enterprise_id: str | None = None,
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        tiers: Tiers | None = None,
+        stream_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.signing_secret = signing_secret
+        self.team_id = team_id
+        self.enterprise_id = enterprise_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.tiers = tiers or Tiers()
+        self.stream_ttl = stream_ttl
+        self.clock = clock
+        self.calls: list[SlackCall] = []
+        self.messages: dict[str, SlackMessage] = {}
+        self.acks: dict[str, dict[str, Any]] = {}
+        self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._windows: dict[tuple[str, ...], deque[float]] = defaultdict(deque)
+        self._seq = itertools.count(1)
+        self._ts_base = int(time.time())
+        self._changed = asyncio.Condition()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._server: TestServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/socket", self._socket)
+        self._server = TestServer(app, host="127.0.0.1", port=0)
+        await self._server.start_server()
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._server is not None:
+            await self._server.close()
+
+    @property
+    def api_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("/api/"))
+
+    @property
+    def socket_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("/socket")).replace("http://", "ws://", 1)
+
+    # ------------------------------------------------------------------ test controls
+
+    def fail_next(
+        self, method: str, error: str, *, times: int = 1, status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """The next ``times`` calls of ``method`` answer ``error`` (``ratelimited``: a 429
+        with ``Retry-After``)."""
+        if status is None:
+            status = 429 if error == "ratelimited" else 200
+        if error == "ratelimited" and retry_after is None:
+            retry_after = 1.0
+        for _ in range(times):
+            self._faults[method].append(_Fault(error, status, retry_after))
+
+    def expire_stream(self, ts: str) -> None:
+        """End a stream the way Slack does after about five minutes."""
+        self.messages[ts].streaming = False
+
+    def calls_to(self, method: str, *, ok: bool | None = None) -> list[SlackCall]:
+        return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    @property
+    def rate_limited(self) -> list[SlackCall]:
+        """Every call answered with a 429."""
+        return [c for c in self.calls if c.status == 429]
+
+    def thread(self, channel: str, thread_ts: str | None) -> list[SlackMessage]:
+        """The bot's live messages in a thread (or at the top level for None), in order."""
+        return [
+            m for m in self.messages.values()
+            if m.channel == channel and m.thread_ts == thread_ts and not m.deleted
+        ]
+
+    def thread_texts(self, channel: str, thread_ts: str | None) -> list[str]:
+        return [m.text for m in self.thread(channel, thread_ts)]
+
+    def live_tokens(self) -> list[str]:
+        return [token for m in self.messages.values() for token in m.live_tokens()]
+
+    async def wait_for(self, predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+        """Wait (woken by every request, never by polling) until ``predicate()`` holds."""
+        async with asyncio.timeout(within):
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+    async def _pulse(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ Events API helpers
+
+    def signed_headers(self, body: str, *, timestamp: int | None = None,
+                       secret: str | None = None) -> dict[str, str]:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(secret or self.signing_secret).generate_signature(
+            timestamp=ts, body=body
+        )
+        return {
+            "content-type": "application/json",
+            "x-slack-request-timestamp": ts,
+            "x-slack-signature": signature,
+        }
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    @property
+    def socket_connections(self) -> int:
+        return sum(1 for ws in self._sockets if not ws.closed)
+
+    async def send_envelope(
+        self, kind: str, payload: dict[str, Any], *, retry_attempt: int | None = None,
+    ) -> str:
+        """Deliver a Socket Mode envelope (``events_api``, ``slash_commands``,
+        ``interactive``) to the connected app; returns its envelope id."""
+        live = [ws for ws in self._sockets if not ws.closed]
+        if not live:
+            raise RuntimeError("no Socket Mode connection")
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+        }
+        if retry_attempt is not None:
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = "timeout"
+        await live[-1].send_str(json.dumps(envelope))
+        return envelope_id
+
+    async def wait_ack(self, envelope_id: str, *, within: float = 5.0) -> dict[str, Any]:
+        await self.wait_for(lambda: envelope_id in self.acks, within=within)
+        return self.acks[envelope_id]
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(json.dumps({
+            "type": "hello", "num_connections": len(self._sockets),
+            "connection_info": {"app_id": "A0FAKE"},
+            "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+        }))
+        await self._pulse()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and "envelope_id" in data:
+                    self.acks[str(data["envelope_id"])] = data
+                    await self._pulse()
+        await self._pulse()
+        return ws
+
+    # ------------------------------------------------------------------ Web API
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            raw = await request.text()
+            if request.content_type == "application/json":
+                body = json.loads(raw) if raw else {}
+                if isinstance(body, dict):
+                    args.update(body)
+            else:
+                args.update(dict(parse_qsl(raw)))
+        for key in ("blocks", "chunks"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
+        call = SlackCall(method=method, args=args, token=token, at=self.clock())
+        self.calls.append(call)
+        headers: dict[str, str] = {}
+        try:
+            self._authorise(method, token)
+            self._take_fault(method, args)
+            self._enforce_limit(method, args)
+            result = self._handle(method, args)
+            payload: dict[str, Any] = {"ok": True, **result}
+            status = 200
+        except _Reject as exc:
+            call.error, call.status = exc.error, exc.status
+            payload = {"ok": False, "error": exc.error}
+            status = exc.status
+            if exc.retry_after is not None:
+                headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.4999)))
+        await self._pulse()
+        return web.json_response(payload, status=status, headers=headers)
+
+    def _authorise(self, method: str, token: str | None) -> None:
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                raise _Reject("invalid_auth")
+            return
+        if token is None:
+            raise _Reject("not_authed")
+        if token != self.bot_token:
+            raise _Reject("invalid_auth")
+
+    def _take_fault(self, method: str, args: Mapping[str, Any]) -> None:
+        queue = self._faults.get(method)
+        if queue:
+            fault = queue.popleft()
+            target = self.messages.get(str(args.get("ts")))
+            if target is not None and fault.error in ("message_not_in_streaming_state",
+                                                      "stopped_by_user"):
+                target.streaming = False  # keep the fake consistent with the error it gave
+            raise _Reject(fault.error, fault.status, fault.retry_after)
+
+    def _enforce_limit(self, method: str, args: Mapping[str, Any]) -> None:
+        limit = self.tiers.limits.get(method)
+        if limit is None:
+            return
+        key: tuple[str, ...] = (self.team_id, method)
+        if limit.per_channel:
+            key += (str(args.get("channel")),)
+        now = self.clock()
+        window = self._windows[key]
+        while window and window[0] <= now - limit.per:
+            window.popleft()
+        if len(window) >= limit.calls:
+            raise _Reject("ratelimited", 429, window[0] + limit.per - now)
+        window.append(now)
+
+    def _new_ts(self) -> str:
+        n = next(self._seq)
+        return f"{self._ts_base + n}.{n:06d}"
+
+    def _handle(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        handler = {
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.delete": self._delete,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "assistant.threads.setStatus": self._set_status,
+        }.get(method)
+        if handler is None:
+            raise _Reject("unknown_method", 404)
+        return handler(args)
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "url": "https://fake.slack.test/", "team": "Fake Team", "user": "chatbase",
+            "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+        if self.enterprise_id is not None:
+            result["enterprise_id"] = self.enterprise_id
+        return result
+
+    def _connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.socket_url}
+
+    def _set_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel_id") or not args.get("thread_ts"):
+            raise _Reject("invalid_arguments")
+        if "status" not in args:
+            raise _Reject("invalid_arguments")
+        return {}
+
+    # ---- post + update
+
+    @staticmethod
+    def _content(args: Mapping[str, Any]) -> tuple[str, str, list[dict[str, Any]]]:
+        """(raw shown text, fallback text, blocks) of a post or update."""
+        blocks = args.get("blocks") or []
+        if not isinstance(blocks, list) or len(blocks) > 50:
+            raise _Reject("invalid_blocks")
+        markdown = [b.get("text", "") for b in blocks
+                    if isinstance(b, dict) and b.get("type") == "markdown"]
+        if sum(len(t) for t in markdown) > MARKDOWN_LIMIT:
+            raise _Reject("msg_blocks_too_long")
+        text = args.get("text") or ""
+        if not isinstance(text, str):
+            raise _Reject("invalid_arguments")
+        if len(text) > TEXT_LIMIT:
+            raise _Reject("msg_too_long")
+        markdown_text = args.get("markdown_text")
+        if isinstance(markdown_text, str) and markdown_text:
+            if len(markdown_text) > MARKDOWN_LIMIT:
+                raise _Reject("msg_too_long")
+            return markdown_text, text, blocks
+        if not text and not blocks:
+            raise _Reject("no_text")
+        return ("".join(markdown) if markdown else text), text, blocks
+
+    def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if not channel:
+            raise _Reject("channel_not_found")
+        raw, fallback, blocks = self._content(args)
+        ts = self._new_ts()
+        thread = args.get("thread_ts") or None
+        message = SlackMessage(ts=ts, channel=channel, thread_ts=thread, source="post", raw=raw,
+                               fallback=fallback, blocks=blocks, history=[raw])
+        self.messages[ts] = message
+        return {"channel": channel, "ts": ts,
+                "message": {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id,
+                            "text": fallback, "ts": ts}}
+
+    def _find(self, args: Mapping[str, Any]) -> SlackMessage:
+        message = self.messages.get(str(args.get("ts")))
+        if message is None or message.deleted or message.channel != args.get("channel"):
+            raise _Reject("message_not_found")
+        return message
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(args)
+        self._expire(message)
+        if message.streaming:
+            raise _Reject("streaming_state_conflict")
+        raw, fallback, blocks = self._content(args)
+        message.raw, message.fallback, message.blocks = raw, fallback, blocks
+        message.edits += 1
+        message.history.append(raw)
+        return {"channel": message.channel, "ts": message.ts, "text": fallback}
+
+    def _delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(args)
+        message.deleted = True
+        message.streaming = False
+        return {"channel": message.channel, "ts": message.ts}
+
+    # ---- native streams
+
+    def _expire(self, message: SlackMessage) -> None:
+        if message.streaming and self.clock() - message.started_at > self.stream_ttl:
+            message.streaming = False
+
+    @staticmethod
+    def _stream_text(args: Mapping[str, Any]) -> str:
+        text = args.get("markdown_text") or ""
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, list):
+            for chunk in chunks:
+                if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+                    text += str(chunk.get("text", ""))
+        if not isinstance(text, str):
+            raise _Reject("invalid_arguments")
+        if len(text) > MARKDOWN_LIMIT:
+            raise _Reject("msg_too_long")
+        return text
+
+    def _start_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if not channel:
+            raise _Reject("channel_not_found")
+        thread = args.get("thread_ts")
+        if not thread:
+            raise _Reject("invalid_thread_ts")
+        if not str(channel).startswith("D"):
+            if not args.get("recipient_team_id"):
+                raise _Reject("missing_recipient_team_id")
+            if not args.get("recipient_user_id"):
+                raise _Reject("missing_recipient_user_id")
+        text = self._stream_text(args)
+        ts = self._new_ts()
+        self.messages[ts] = SlackMessage(
+            ts=ts, channel=channel, thread_ts=thread, source="stream", raw=text,
+            streaming=True, started_at=self.clock(), history=[text],
+        )
+        return {"channel": channel, "ts": ts}
+
+    def _open_stream(self, args: Mapping[str, Any]) -> SlackMessage:
+        message = self._find(args)
+        self._expire(message)
+        if not message.streaming:
+            raise _Reject("message_not_in_streaming_state")
+        return message
+
+    def _append_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._open_stream(args)
+        text = self._stream_text(args)
+        if not text:
+            raise _Reject("invalid_arguments")
+        message.raw += text
+        message.appends += 1
+        message.history.append(text)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._open_stream(args)
+        text = self._stream_text(args)
+        blocks = args.get("blocks") or []
+        if not isinstance(blocks, list) or len(blocks) > 50:
+            raise _Reject("invalid_blocks")
+        message.raw += text
+        message.blocks = blocks
+        message.streaming = False
+        if text:
+            message.history.append(text)
+        return {"channel": message.channel, "ts": message.ts,
+                "message": {"type": "message", "ts": message.ts, "text": message.raw}}
+
+
+# --------------------------------------------------------------------------- payloads
+
+_event_seq = itertools.count(1)
+
+
+def event_envelope(
+    event: dict[str, Any], *, team_id: str = "T0TEAM", enterprise_id: str | None = None,
+    event_id: str | None = None, bot_user_id: str = "UBOT",
+) -> dict[str, Any]:
+    """An Events API ``event_callback`` body around ``event``."""
+    return {
+        "token": "legacy-verification-token",
+        "team_id": team_id,
+        "enterprise_id": enterprise_id,
+        "api_app_id": "A0FAKE",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_event_seq):08d}",
+        "event_time": int(time.time()),
+        "authorizations": [{
+            "enterprise_id": enterprise_id, "team_id": team_id, "user_id": bot_user_id,
+            "is_bot": True, "is_enterprise_install": False,
+        }],
+        "is_ext_shared_channel": False,
+    }
+
+
+def mention_event(
+    *, text: str, ts: str, channel: str = "C0CHAN", user: str = "U0ASKER",
+    thread_ts: str | None = None, team: str = "T0TEAM",
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel,
+        "team": team, "event_ts": ts, "client_msg_id": str(uuid.uuid4()),
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def message_event(
+    *, text: str, ts: str, channel: str = "D0DM", user: str = "U0ASKER",
+    channel_type: str = "im", thread_ts: str | None = None, team: str = "T0TEAM",
+    **extra: Any,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "message", "user": user, "text": text, "ts": ts, "channel": channel,
+        "channel_type": channel_type, "team": team, "event_ts": ts,
+        "client_msg_id": str(uuid.uuid4()),
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event
+
+
+def reaction_event(
+    *, reaction: str, channel: str, ts: str, user: str = "U0ASKER", added: bool = True,
+    item_user: str = "UBOT",
+) -> dict[str, Any]:
+    return {
+        "type": "reaction_added" if added else "reaction_removed",
+        "user": user, "reaction": reaction, "item_user": item_user,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "event_ts": f"{int(time.time())}.{next(_event_seq):06d}",
+    }
+
+
+def block_action(
+    *, value: str, channel: str, message_ts: str, user: str = "U0ASKER",
+    team_id: str = "T0TEAM", action_id: str = "chatbase_feedback",
+) -> dict[str, Any]:
+    """A ``block_actions`` payload for a press of the feedback buttons."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": "asker", "name": "asker", "team_id": team_id},
+        "api_app_id": "A0FAKE",
+        "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                      "is_ephemeral": False},
+        "trigger_id": "1.2.3",
+        "team": {"id": team_id, "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "general"},
+        "message": {"type": "message", "ts": message_ts, "user": "UBOT", "text": "…"},
+        "response_url": "https://hooks.slack.test/actions/1",
+        "actions": [{
+            "type": "feedback_buttons", "action_id": action_id, "block_id": "fb",
+            "value": value, "action_ts": f"{int(time.time())}.{next(_event_seq):06d}",
+        }],
+    }
+
+
+def slash_command(
+    *, command: str = "/chatbase-reset", text: str = "", channel: str = "D0DM",
+    user: str = "U0ASKER", team_id: str = "T0TEAM", **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "token": "legacy-verification-token", "team_id": team_id, "team_domain": "fake",
+        "channel_id": channel,
+        "channel_name": "directmessage" if channel.startswith("D") else "general",
+        "user_id": user, "user_name": "asker", "command": command, "text": text,
+        "api_app_id": "A0FAKE", "response_url": "https://hooks.slack.test/commands/1",
+        "trigger_id": "1.2.3",
+    }
+    body.update(extra)
+    return body

@@ -1,0 +1,321 @@
+"""Raw Slack payloads to inbound models: what is answered, what is dropped, never a crash."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.slack import translate
+from adapters.slack.translate import BotIdentity, ResetRequest, Scope
+from bridge.models import (
+    Feedback,
+    InboundFeedbackButton,
+    InboundMessage,
+    InboundReaction,
+    Place,
+    Platform,
+)
+from tests.fakes.slack import (
+    block_action,
+    event_envelope,
+    mention_event,
+    message_event,
+    reaction_event,
+    slash_command,
+)
+
+BOT = BotIdentity(user_id="UBOT", bot_id="BBOT", team_id="T0TEAM")
+ALL = Scope()
+TS = "1700000001.000200"
+PARENT = "1700000000.000100"
+
+
+def test_top_level_mention_opens_a_thread_under_itself() -> None:
+    body = event_envelope(mention_event(text="<@UBOT> what is the refund policy?", ts=TS),
+                          event_id="Ev1")
+    message = translate.mention(body, BOT, ALL, received_at=5.0)
+    assert message == InboundMessage(
+        place=Place(platform=Platform.SLACK, workspace="T0TEAM", channel="C0CHAN",
+                    thread=None, is_dm=False, enterprise=None),
+        author="U0ASKER", text="what is the refund policy?", message_id=TS,
+        event_id="Ev1", reply_thread=TS, received_at=5.0,
+    )
+    assert message.conversation_thread == TS
+
+
+def test_mention_inside_a_thread_continues_there() -> None:
+    body = event_envelope(mention_event(text="<@UBOT> and then?", ts=TS, thread_ts=PARENT))
+    message = translate.mention(body, BOT, ALL)
+    assert message is not None
+    assert message.place.thread == PARENT and message.reply_thread is None
+    assert message.conversation_thread == PARENT
+
+
+def test_mentions_that_are_not_questions_are_dropped() -> None:
+    for event in (
+        mention_event(text="<@UBOT> hi", ts=TS, user="UBOT"),
+        {**mention_event(text="<@UBOT> hi", ts=TS), "bot_id": "B2"},
+        {**mention_event(text="<@UBOT> hi", ts=TS), "edited": {"user": "U0ASKER"}},
+        mention_event(text="<@UBOT> hi", ts=TS, channel="D0DM"),  # DMs come as message.im
+        {**mention_event(text="<@UBOT> hi", ts=TS), "ts": "not-a-ts"},
+    ):
+        assert translate.mention(event_envelope(event), BOT, ALL) is None
+
+
+def test_dm_is_always_answered_and_keeps_its_thread() -> None:
+    top = translate.message(event_envelope(message_event(text="hello", ts=TS)), BOT, ALL)
+    assert top is not None and top.place.is_dm and top.place.thread is None
+    assert top.conversation_thread is None
+    threaded = translate.message(
+        event_envelope(message_event(text="<@UBOT> more", ts=TS, thread_ts=PARENT)), BOT, ALL
+    )
+    assert threaded is not None and threaded.place.thread == PARENT
+    assert threaded.text == "more"
+
+
+def test_channel_messages_only_as_thread_follow_ups_without_a_mention() -> None:
+    def channel_message(**kw: Any) -> dict[str, Any]:
+        return event_envelope(message_event(channel="C0CHAN", channel_type="channel", **kw))
+
+    follow_up = translate.message(channel_message(text="and?", ts=TS, thread_ts=PARENT), BOT, ALL)
+    assert follow_up is not None and not follow_up.place.is_dm
+    assert follow_up.place.thread == PARENT and follow_up.reply_thread is None
+    assert translate.message(channel_message(text="top level", ts=TS), BOT, ALL) is None
+    # The same mention also arrives as app_mention, which answers it.
+    assert translate.message(
+        channel_message(text="<@UBOT> again", ts=TS, thread_ts=PARENT), BOT, ALL
+    ) is None
+    private = event_envelope(message_event(text="x", ts=TS, thread_ts=PARENT,
+                                           channel="G0PRIV", channel_type="group"))
+    assert translate.message(private, BOT, ALL) is not None
+
+
+def test_subtypes_bots_and_self_are_dropped() -> None:
+    for extra in (
+        {"subtype": "message_changed"}, {"subtype": "message_deleted"},
+        {"subtype": "channel_join"}, {"subtype": "bot_message"}, {"bot_id": "B9"},
+        {"user": "UBOT"}, {"hidden": True},
+    ):
+        body = event_envelope(message_event(text="hi", ts=TS, **extra))
+        assert translate.message(body, BOT, ALL) is None, extra
+    for kept in ({"subtype": "thread_broadcast"}, {"subtype": "file_share"}):
+        body = event_envelope(message_event(text="hi", ts=TS, **kept))
+        assert translate.message(body, BOT, ALL) is not None, kept
+
+
+def test_allowed_workspaces_and_channels() -> None:
+    scope = Scope(teams=frozenset({"T0TEAM"}), channels=frozenset({"C0OK"}))
+    ok = event_envelope(mention_event(text="<@UBOT> q", ts=TS, channel="C0OK"))
+    other_channel = event_envelope(mention_event(text="<@UBOT> q", ts=TS, channel="C0NO"))
+    other_team = event_envelope(mention_event(text="<@UBOT> q", ts=TS, channel="C0OK"),
+                                team_id="T0OTHER")
+    dm = event_envelope(message_event(text="q", ts=TS))
+    assert translate.mention(ok, BOT, scope) is not None
+    assert translate.mention(other_channel, BOT, scope) is None
+    assert translate.mention(other_team, BOT, scope) is None
+    assert translate.message(dm, BOT, scope) is not None  # DMs are never channel-restricted
+    by_enterprise = Scope(teams=frozenset({"E0ORG"}))
+    grid = event_envelope(mention_event(text="<@UBOT> q", ts=TS), enterprise_id="E0ORG")
+    assert translate.mention(grid, BOT, by_enterprise) is not None
+    assert translate.mention(ok, BOT, by_enterprise) is None
+
+
+def test_enterprise_grid_identity() -> None:
+    body = event_envelope(mention_event(text="<@UBOT> q", ts=TS, team="T0WS"),
+                          team_id="T0WS", enterprise_id="E0ORG")
+    message = translate.mention(body, BOT, ALL)
+    assert message is not None
+    assert message.place.workspace == "T0WS" and message.place.enterprise == "E0ORG"
+    # An org-wide install can deliver events without a team: the enterprise stands in.
+    org_wide = event_envelope(mention_event(text="<@UBOT> q", ts=TS), enterprise_id="E0ORG")
+    org_wide["team_id"] = None
+    org_wide["authorizations"][0]["team_id"] = None
+    del org_wide["event"]["team"]
+    message = translate.mention(org_wide, BOT, ALL)
+    assert message is not None
+    assert message.place.workspace == "E0ORG" and message.place.enterprise == "E0ORG"
+
+
+def test_reactions_on_bot_messages() -> None:
+    added = translate.reaction(
+        event_envelope(reaction_event(reaction="+1::skin-tone-4", channel="C0CHAN", ts=TS),
+                       event_id="EvR"),
+        BOT, ALL,
+    )
+    assert added == InboundReaction(
+        platform=Platform.SLACK, workspace="T0TEAM", channel="C0CHAN", message_id=TS,
+        user="U0ASKER", emoji="+1", added=True, event_id="EvR",
+    )
+    removed = translate.reaction(
+        event_envelope(reaction_event(reaction="thumbsdown", channel="C0CHAN", ts=TS,
+                                      added=False)), BOT, ALL,
+    )
+    assert removed is not None and removed.emoji == "-1" and not removed.added
+    regenerate = translate.reaction(
+        event_envelope(reaction_event(reaction="arrows_counterclockwise", channel="C0CHAN",
+                                      ts=TS)), BOT, ALL,
+    )
+    assert regenerate is not None and regenerate.emoji == "arrows_counterclockwise"
+    on_someone_else = event_envelope(reaction_event(reaction="+1", channel="C0CHAN", ts=TS,
+                                                    item_user="U0OTHER"))
+    by_the_bot = event_envelope(reaction_event(reaction="+1", channel="C0CHAN", ts=TS,
+                                               user="UBOT"))
+    on_a_file = event_envelope(reaction_event(reaction="+1", channel="C0CHAN", ts=TS))
+    on_a_file["event"]["item"] = {"type": "file", "file": "F1"}
+    for body in (on_someone_else, by_the_bot, on_a_file):
+        assert translate.reaction(body, BOT, ALL) is None
+
+
+def test_normalise_reaction() -> None:
+    assert translate.normalise_reaction("thumbsup::skin-tone-2") == "+1"
+    assert translate.normalise_reaction("-1::skin-tone-6") == "-1"
+    assert translate.normalise_reaction("heart") == "heart"
+
+
+def test_feedback_button_press() -> None:
+    press = translate.feedback_button(
+        block_action(value="negative", channel="C0CHAN", message_ts=TS), BOT, ALL
+    )
+    assert isinstance(press, InboundFeedbackButton)
+    assert (press.feedback, press.channel, press.message_id, press.user, press.workspace) == (
+        Feedback.NEGATIVE, "C0CHAN", TS, "U0ASKER", "T0TEAM"
+    )
+    assert translate.feedback_button(
+        block_action(value="meh", channel="C0CHAN", message_ts=TS), BOT, ALL
+    ) is None
+    assert translate.feedback_button(
+        block_action(value="positive", channel="C0CHAN", message_ts=TS, action_id="other"),
+        BOT, ALL,
+    ) is None
+
+
+def test_reset_in_a_dm_and_in_threads() -> None:
+    dm = translate.reset_request(slash_command(), ALL)
+    assert dm == ResetRequest(author="U0ASKER", place=Place(
+        platform=Platform.SLACK, workspace="T0TEAM", channel="D0DM", is_dm=True))
+    link = "https://fake.slack.com/archives/C0CHAN/p1700000000000100"
+    by_link = translate.reset_request(slash_command(channel="C0CHAN", text=link), ALL)
+    assert by_link is not None and by_link.place is not None
+    assert by_link.place.thread == PARENT and not by_link.place.is_dm
+    reply_link = ("https://fake.slack.com/archives/C0CHAN/p1700000009000900"
+                  f"?thread_ts={PARENT}&cid=C0CHAN")
+    by_reply = translate.reset_request(slash_command(channel="C0CHAN", text=reply_link), ALL)
+    assert by_reply is not None and by_reply.place is not None
+    assert by_reply.place.thread == PARENT
+    field = translate.reset_request(slash_command(channel="C0CHAN", thread_ts=PARENT), ALL)
+    assert field is not None and field.place is not None and field.place.thread == PARENT
+    nowhere = translate.reset_request(slash_command(channel="C0CHAN"), ALL)
+    assert nowhere == ResetRequest(author="U0ASKER", place=None)
+    elsewhere = translate.reset_request(
+        slash_command(channel="C0CHAN", text=link.replace("C0CHAN", "C0ELSE")), ALL
+    )
+    assert elsewhere is not None and elsewhere.place is None
+    assert translate.reset_request(slash_command(team_id="T0X"),
+                                   Scope(teams=frozenset({"T0TEAM"}))) is None
+
+
+# --------------------------------------------------------------------------- never crash
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=25,
+)
+
+KEYS = ["type", "event", "user", "text", "ts", "thread_ts", "channel", "channel_type", "team",
+        "team_id", "enterprise_id", "event_id", "subtype", "bot_id", "item", "item_user",
+        "reaction", "authorizations", "actions", "value", "action_id", "container",
+        "message_ts", "user_id", "channel_id", "command", "id"]
+slackish = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    | st.sampled_from(["UBOT", "U1", "C1", "D1", TS, PARENT, "message", "app_mention",
+                       "reaction_added", "block_actions", "chatbase_feedback", "positive",
+                       "im", "+1", "T0TEAM"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(KEYS), children, max_size=8),
+    max_leaves=30,
+)
+
+SAMPLES: list[dict[str, Any]] = [
+    event_envelope(mention_event(text="<@UBOT> q", ts=TS, thread_ts=PARENT)),
+    event_envelope(message_event(text="q", ts=TS, thread_ts=PARENT)),
+    event_envelope(message_event(text="q", ts=TS, channel="C1", channel_type="channel",
+                                 thread_ts=PARENT)),
+    event_envelope(reaction_event(reaction="+1", channel="C1", ts=TS)),
+    block_action(value="positive", channel="C1", message_ts=TS),
+    slash_command(channel="C1", text="https://x/archives/C1/p1700000000000100"),
+]
+
+TRANSLATORS: list[Callable[[Any], object]] = [
+    lambda b: translate.mention(b, BOT, ALL),
+    lambda b: translate.message(b, BOT, ALL),
+    lambda b: translate.reaction(b, BOT, ALL),
+    lambda b: translate.feedback_button(b, BOT, ALL),
+    lambda b: translate.reset_request(b, ALL),
+]
+VALID = (InboundMessage, InboundReaction, InboundFeedbackButton, ResetRequest)
+
+
+def check_valid(result: object) -> None:
+    if result is None:
+        return
+    assert isinstance(result, VALID)
+    if isinstance(result, InboundMessage):
+        assert result.place.workspace and result.place.channel and result.author
+        assert result.message_id and result.event_id and isinstance(result.text, str)
+    elif isinstance(result, (InboundReaction, InboundFeedbackButton)):
+        assert result.workspace and result.channel and result.message_id and result.user
+    elif isinstance(result, ResetRequest):
+        assert result.author
+        assert result.place is None or (result.place.workspace and result.place.channel)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values | slackish)
+def test_arbitrary_payloads_never_crash(body: Any) -> None:
+    for fn in TRANSLATORS:
+        check_valid(fn(body))
+        check_valid(fn({"event": body, "type": "event_callback", "team_id": "T0TEAM"}))
+
+
+def _damage(value: Any, choices: list[int]) -> Any:
+    """Drop or garble parts of a payload, driven by ``choices``."""
+    if not choices:
+        return value
+    pick = choices.pop()
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            step = choices.pop() if choices else 3
+            if step == 0:
+                continue  # truncated: the key is missing
+            if step == 1:
+                out[key] = None
+            elif step == 2:
+                out[key] = 12345
+            else:
+                out[key] = _damage(item, choices)
+        return out
+    if isinstance(value, list):
+        return [_damage(item, choices) for item in value[: max(0, len(value) - pick % 2)]]
+    if isinstance(value, str) and pick == 0:
+        return value[: len(value) // 2]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(range(len(SAMPLES))), st.lists(st.integers(0, 6), max_size=60))
+def test_truncated_payloads_never_crash(index: int, choices: list[int]) -> None:
+    body = _damage(copy.deepcopy(SAMPLES[index]), list(choices))
+    for fn in TRANSLATORS:
+        check_valid(fn(body))
+
+
+def test_every_sample_is_understood_before_it_is_damaged() -> None:
+    for body in SAMPLES:
+        assert any(fn(body) is not None for fn in TRANSLATORS), body
