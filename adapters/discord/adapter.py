@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -29,7 +30,6 @@ from bridge.models import (
     Feedback,
     InboundFeedbackButton,
     InboundMessage,
-    InboundReaction,
     Place,
     Platform,
     ReplyRecord,
@@ -157,6 +157,12 @@ class DiscordAdapter:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown_client()
+
+    async def settled(self) -> None:
+        """Wait until the events taken so far are fully handled (answers rendered and
+        remembered); for tests and tools that need a quiet point."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def is_ready(self) -> bool:
         client = self._client
@@ -445,19 +451,44 @@ class DiscordAdapter:
     # ------------------------------------------------------------------ reactions
 
     def _on_reaction(self, data: Any, added: bool) -> None:
-        if not self._intake:
-            return
+        if self._intake:
+            self._spawn(self._handle_reaction(data, added, time.time()), "discord-reaction")
+
+    async def _thread_parent(self, data: Any) -> str | None:
+        """The parent channel when the reaction is inside a thread (from the cache, or one
+        REST call for a thread the cache does not hold, e.g. archived before a restart)."""
+        client = self._client
+        guild_id = translate.guild_of(data)
+        raw = data.get("channel_id") if isinstance(data, Mapping) else None
+        channel_id = translate.snowflake(raw)
+        if client is None or guild_id is None or channel_id is None:
+            return None
+        guild = client.get_guild(int(guild_id))
+        channel: Any = guild.get_channel_or_thread(int(channel_id)) if guild else None
+        if channel is None:
+            try:
+                channel = await client.fetch_channel(int(channel_id))
+            except (discord.HTTPException, discord.InvalidData, discord.RateLimited) as exc:
+                log.info("reaction in an unknown channel: %s", type(exc).__name__)
+                return None
+        return str(channel.parent_id) if isinstance(channel, discord.Thread) else None
+
+    async def _handle_reaction(self, data: Any, added: bool, wall_time: float) -> None:
         reaction = translate.reaction_event(
             data, added=added, bot_id=self._bot_id, filters=self._filters,
-            received_at=time.time(),
+            received_at=wall_time,
         )
-        if reaction is not None:
-            self._spawn(self._handle_reaction(reaction), "discord-reaction")
+        if reaction is None:
+            return
+        parent = await self._thread_parent(data)
+        if parent is not None:
+            # The core files replies under the conversation's channel: a thread's parent.
+            reaction = dataclasses.replace(reaction, channel=parent)
+        # Every part of a reply sits in the channel (or thread) of the message reacted to.
+        written_in = str(data["channel_id"])
 
-    async def _handle_reaction(self, reaction: InboundReaction) -> None:
         def open_sink(record: ReplyRecord) -> ReplySink:
-            # Every part of a reply sits in the channel of the message reacted to.
-            return self._channel_sink(reaction.channel)
+            return self._channel_sink(written_in)
 
         try:
             await self._relay.handle_reaction(reaction, open_sink)
@@ -549,10 +580,12 @@ class DiscordAdapter:
         except discord.HTTPException as exc:
             log.info("could not acknowledge a feedback button: code %s", exc.code)
             return
+        # Replies are filed under the conversation's channel: a thread's parent.
+        place = self._interaction_place(interaction)
         press = InboundFeedbackButton(
             platform=Platform.DISCORD,
-            workspace=str(interaction.guild_id) if interaction.guild_id is not None else "",
-            channel=str(interaction.channel_id),
+            workspace=place.workspace,
+            channel=place.channel,
             message_id=str(interaction.message.id),
             user=str(interaction.user.id),
             feedback=feedback,

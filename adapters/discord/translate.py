@@ -264,7 +264,11 @@ def reaction_event(
     filters: Filters,
     received_at: float = 0.0,
 ) -> InboundReaction | None:
-    """Translate a ``MESSAGE_REACTION_ADD``/``REMOVE`` payload (no message cache needed)."""
+    """Translate a ``MESSAGE_REACTION_ADD``/``REMOVE`` payload (no message cache needed).
+
+    ``channel`` is where the reaction happened; inside a thread the adapter swaps in the
+    parent, under which the core files the conversation's replies.
+    """
     if not isinstance(payload, Mapping):
         return None
     message_id = snowflake(payload.get("message_id"))

@@ -419,6 +419,7 @@ class FakeDiscord:
         ("GET", "/gateway/bot"),
         ("PUT", "/applications/{application_id}/commands"),
         ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands"),
+        ("GET", "/channels/{channel_id}"),
         ("POST", "/channels/{channel_id}/typing"),
         ("POST", "/channels/{channel_id}/messages/{message_id}/threads"),
         ("POST", "/channels/{channel_id}/messages"),
@@ -481,6 +482,11 @@ class FakeDiscord:
             })
         if t.endswith("/commands"):
             return self._sync_commands(call, params)
+        if t == "/channels/{channel_id}":
+            found = self.channel(params["channel_id"])
+            if found is None:
+                return self._error(404, 10003, "Unknown Channel")
+            return _json(found.payload(found.guild_id))
         if t == "/channels/{channel_id}/typing":
             return web.Response(status=204)
         if t.endswith("/threads"):

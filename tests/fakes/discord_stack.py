@@ -1,0 +1,131 @@
+"""The whole Discord path for integration tests: fake Discord (REST + gateway), the real
+DiscordAdapter on discord.py, the real RelayService on real Redis, and the fake Chatbase.
+
+Pacing runs on real time with a shrunken budget (0.1 s between writes per channel) against
+a fake whose write limit is shrunk the same way (5 per 0.5 s), so the 5-per-5-s behaviour is
+exercised ten times faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.discord.adapter import DiscordAdapter
+from bridge.chatbase.client import ChatbaseClient
+from bridge.chatbase.limiter import LocalLimiter
+from bridge.clock import SystemClock
+from bridge.metrics import Metrics
+from bridge.pacing import Pacer
+from bridge.service import RelayService
+from bridge.settings import Settings
+from bridge.store import Store
+from tests.fakes.chatbase import FakeChatbase
+from tests.fakes.discord_rest import Channel, FakeDiscord, Guild
+
+EDIT_INTERVAL = 0.1
+RATE_WINDOW = 0.5
+
+
+@dataclass
+class DiscordStack:
+    discord: FakeDiscord
+    chatbase: FakeChatbase
+    settings: Settings
+    service: RelayService
+    store: Store
+    metrics: Metrics
+    guild: Guild
+    channel: Channel
+    adapters: list[DiscordAdapter] = field(default_factory=list)
+
+    @property
+    def adapter(self) -> DiscordAdapter:
+        return self.adapters[0]
+
+    async def start_adapter(self, **settings: Any) -> DiscordAdapter:
+        """Start one more bot process on the same fake (a restart, or a mistaken twin)."""
+        adapter = DiscordAdapter(
+            settings=self.settings.model_copy(update=settings) if settings else self.settings,
+            relay=self.service,
+            metrics=self.metrics,
+            edit_interval=EDIT_INTERVAL,
+            guild_ready_timeout=0.05,
+            ready_timeout=10.0,
+        )
+        await adapter.start()
+        self.adapters.append(adapter)
+        return adapter
+
+    def rate_limited_count(self) -> float:
+        return self.metrics.platform_rate_limited.labels("discord")._value.get()  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def discord_stack(
+    redis_url: str, prefix: str, *, start: bool = True, **env: Any
+) -> AsyncIterator[DiscordStack]:
+    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    async with AsyncExitStack() as stack:
+        stack.callback(_restore, base, gateway)
+        discord = await stack.enter_async_context(FakeDiscord(rate_window=RATE_WINDOW))
+        chatbase = await stack.enter_async_context(FakeChatbase())
+        values: dict[str, Any] = {
+            "CHATBASE_API_KEY": chatbase.api_key,
+            "CHATBASE_AGENT_ID": chatbase.agent_id,
+            "CHATBASE_API_BASE": chatbase.base_url,
+            "REDIS_URL": redis_url,
+            "BRIDGE_REDIS_PREFIX": prefix,
+            "DISCORD_BOT_TOKEN": discord.token,
+            "DISCORD_API_BASE": discord.api_base,
+            "BRIDGE_USER_QUOTA": "0",
+        }
+        values.update(env)
+        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        redis = aioredis.Redis.from_url(redis_url)
+        stack.push_async_callback(redis.aclose)
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        clock = SystemClock()
+        store = Store.from_settings(redis, settings, clock=clock)
+        metrics = Metrics()
+        client = ChatbaseClient(
+            session=session, api_key=chatbase.api_key, agent_id=chatbase.agent_id,
+            base_url=chatbase.base_url, limiter=LocalLimiter(limit=1000, window=10, clock=clock),
+            clock=clock, idle_timeout=settings.stream_idle_timeout,
+            max_wait=settings.chatbase_max_wait,
+        )
+        service = RelayService(
+            settings=settings, store=store, chatbase=client,
+            pacer=Pacer(slots=store, clock=clock), clock=clock, metrics=metrics,
+        )
+        guild = discord.add_guild("test guild")
+        channel = discord.add_channel(guild, "general")
+        built = DiscordStack(discord=discord, chatbase=chatbase, settings=settings,
+                             service=service, store=store, metrics=metrics, guild=guild,
+                             channel=channel)
+
+        async def close_adapters() -> None:
+            for adapter in built.adapters:
+                await adapter.stop_intake()
+            await service.drain(5.0)
+            for adapter in built.adapters:
+                await adapter.close()
+
+        stack.push_async_callback(close_adapters)
+        if start:
+            await built.start_adapter()
+        yield built
+
+
+def _restore(base: str, gateway: Any) -> None:
+    # Both are class-wide in discord.py; a test must not leak its fake's address.
+    Route.BASE = base
+    DiscordWebSocket.DEFAULT_GATEWAY = gateway
