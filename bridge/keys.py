@@ -77,6 +77,12 @@ class Keys:
         return self.turn_notify_prefix(conversation_key) + token
 
     def reply(self, platform: str, channel: str, message_id: str) -> str:
+        if platform == "discord":
+            # Snowflakes are unique across Discord, and a reaction on an answer in a thread
+            # reports the thread as its channel while the answer's record may name the
+            # parent channel: keying on the channel would lose the match.
+            return f"{self.prefix}reply:{platform}:{message_id}"
+        # Slack message timestamps are unique only within their channel.
         return f"{self.prefix}reply:{platform}:{escape(channel)}:{message_id}"
 
     def feedback(self, assistant_message_id: str, user: str) -> str:

@@ -321,8 +321,7 @@ class Turn:
         """Drop the conversation mapping; the next turn starts a new conversation."""
         self._action, self._value = "del", ""
 
-    @property
-    def pending(self) -> tuple[Literal["", "set", "del"], str, tuple[ReplyRecord, ...]]:
+    def _pending(self) -> tuple[Literal["", "set", "del"], str, tuple[ReplyRecord, ...]]:
         return self._action, self._value, tuple(self._replies)
 
 
@@ -372,9 +371,11 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
                         f"Waited {store.lock_wait:g}s for the previous turn of this "
                         "conversation to finish."
                     )
+                # Woken by the releaser; the timeout bounds how late a dead head is seen. Redis
+                # reads a timeout under 1 ms as 0, which means "block forever".
+                timeout = max(0.01, min(_POLL, remaining))
                 with store.link.trip():
-                    # Woken by the releaser; the timeout bounds how late a dead head is seen.
-                    await store.link.client.blpop([notify], timeout=min(_POLL, remaining))
+                    await store.link.client.blpop([notify], timeout=timeout)
                 acquired, value = await self._enter_once()
         except BaseException:
             with contextlib.suppress(StoreError):
@@ -433,9 +434,16 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
                 await self._heartbeat
             self._heartbeat = None
         turn, self._turn = self._turn, None
-        if turn is not None:
-            # Buffered writes go out even when the body failed: what was remembered happened.
-            await self._release(turn.pending)
+        if turn is None:
+            return
+        # Buffered writes go out even when the body failed: what was remembered happened.
+        try:
+            await self._release(turn._pending())
+        except StoreError as store_exc:
+            if exc is None:
+                raise
+            # The body's own failure is the one to report.
+            log.warning("could not release a conversation turn: %s", store_exc)
 
 
 # --------------------------------------------------------------------------- store
@@ -675,8 +683,7 @@ async def connect(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     try:
         try:
             client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=5.0, socket_timeout=30.0, socket_keepalive=True,
-                health_check_interval=30,
+                url, socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30,
             )
         except ValueError as exc:
             # Not quoting the URL: it may carry the password.
