@@ -158,6 +158,11 @@ class DiscordAdapter:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown_client()
 
+    @property
+    def handling(self) -> int:
+        """Events being handled now (answers rendering, reactions, button presses)."""
+        return sum(1 for task in self._tasks if not task.done())
+
     async def settled(self) -> None:
         """Wait until the events taken so far are fully handled (answers rendered and
         remembered); for tests and tools that need a quiet point."""

@@ -92,6 +92,7 @@ class Channel:
     parent_id: str | None = None
     threads_allowed: bool = True
     owner_id: str | None = None
+    archived: bool = False
 
     def payload(self, everyone_role: str | None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -110,7 +111,7 @@ class Channel:
                 "owner_id": self.owner_id, "message_count": 0, "member_count": 1,
                 "total_message_sent": 0, "flags": 0,
                 "thread_metadata": {
-                    "archived": False, "auto_archive_duration": 1440,
+                    "archived": self.archived, "auto_archive_duration": 1440,
                     "archive_timestamp": now_iso(), "locked": False,
                 },
             })
@@ -293,8 +294,9 @@ class FakeDiscord:
             }],
             "channels": [c.payload(guild.id) for c in guild.channels.values()
                          if c.type == TEXT_CHANNEL],
+            # Like Discord: active threads only; archived ones the bot must fetch.
             "threads": [c.payload(guild.id) for c in guild.channels.values()
-                        if c.type == PUBLIC_THREAD],
+                        if c.type == PUBLIC_THREAD and not c.archived],
             "members": [self.member_payload(self.bot)],
             "emojis": [], "stickers": [], "voice_states": [], "presences": [],
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],

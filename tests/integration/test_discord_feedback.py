@@ -99,3 +99,26 @@ async def test_buttons_survive_a_restart(redis_url: str, redis_prefix: str) -> N
             "POST", "/interactions/{interaction_id}/{token}/callback")
             if c.path.startswith(f"/interactions/{press['id']}/")]
         assert callback.body["type"] == 6
+
+
+async def test_a_reaction_in_a_thread_the_bot_no_longer_caches_still_counts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix) as s:
+        ann = s.discord.user("ann")
+        reply = await answered(s, ann, "Old answer.")
+        thread = s.discord.channel(reply["channel_id"])
+        assert thread is not None
+        # The thread was archived and the bot restarted: its cache does not know it.
+        thread.archived = True
+        first = s.adapter
+        await first.stop_intake()
+        await first.close()
+        s.adapters.remove(first)
+        await s.start_adapter()
+
+        await s.discord.react(ann, reply, "👍")
+        await s.chatbase.wait_for(lambda: len(s.chatbase.feedback_calls) == 1)
+        assert s.chatbase.feedback_calls[0].feedback == "positive"
+        (fetched,) = s.discord.calls_to("GET", "/channels/{channel_id}")
+        assert fetched.channel_id == thread.id
