@@ -241,6 +241,10 @@ class DiscordAdapter:
         }
         if shard_ids is not None:
             options["shard_ids"] = shard_ids
+        # The bridge never joins voice: discord.py's warnings about voice libraries would
+        # only alarm operators.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         client = _Client(on_ready=self._ready.set, **options)
         tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(client)
         self._add_commands(tree)

@@ -93,6 +93,7 @@ class Channel:
     threads_allowed: bool = True
     owner_id: str | None = None
     archived: bool = False
+    locked: bool = False
 
     def payload(self, everyone_role: str | None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -560,6 +561,8 @@ class FakeDiscord:
             channel = self.channel(channel_id)
             if channel is None:
                 return self._error(404, 10003, "Unknown Channel")
+            if channel.locked:
+                return self._error(403, 160005, "Thread is locked")
             if call.method == "POST":
                 return self._post_message(channel, call.body or {})
             message = self.messages.get(params["message_id"])

@@ -9,9 +9,10 @@ import pytest
 from discord.http import HTTPClient, Route
 
 from adapters.discord.sink import ChannelSink, ThreadRequest
-from adapters.discord.views import NEGATIVE_ID, POSITIVE_ID, layout_view
+from adapters.discord.views import NEGATIVE_ID, POSITIVE_ID, FeedbackView, layout_view
 from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
 from bridge.metrics import Metrics
+from bridge.models import Feedback
 from bridge.ports import Budget
 from tests.fakes.discord_rest import Channel, FakeDiscord
 
@@ -202,11 +203,26 @@ async def test_finish_never_raises(fake: FakeDiscord, http: HTTPClient, channel:
     assert fake.calls[-1].status == 404
 
 
-def test_layout_views_are_not_kept_by_discord_py() -> None:
-    async def build() -> bool:
-        return layout_view().is_finished()
+async def test_a_locked_thread_counts_as_gone(
+    fake: FakeDiscord, http: HTTPClient, channel: Channel
+) -> None:
+    reply = sink(http, channel.id)
+    message_id = await reply.post("text", final=False)
+    channel.locked = True
+    with pytest.raises(PlatformMessageGone, match="160005"):
+        await reply.edit(message_id, "more", final=True)
 
-    import asyncio
 
-    assert asyncio.run(build()) is True
-    assert isinstance(discord.ui.View, type)
+async def test_the_feedback_views() -> None:
+    sent = layout_view()
+    # Stopped: discord.py keeps no copy per message; the registered view dispatches.
+    assert sent.is_finished()
+    presses: list[Feedback] = []
+
+    async def on_press(interaction: object, value: Feedback) -> None:
+        presses.append(value)
+
+    registered = FeedbackView(on_press)
+    assert registered.is_persistent() and registered.timeout is None
+    assert [item.custom_id for item in registered.children] == [POSITIVE_ID, NEGATIVE_ID]
+    assert isinstance(registered.children[0], discord.ui.Button)
