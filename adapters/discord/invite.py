@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import discord
 
 from bridge.errors import ConfigError
@@ -33,3 +36,23 @@ def invite_url(application_id: str) -> str:
             "123456789012345678, from General Information in the Developer Portal)."
         )
     return discord.utils.oauth_url(app, permissions=PERMISSIONS, scopes=SCOPES)
+
+
+def application_id_from_token(token: str) -> str | None:
+    """The application id a bot token belongs to, without asking Discord.
+
+    A bot token's first dot-separated segment is the bot user's id in base64, and a bot
+    user's id is its application's id. None when the token does not have that shape.
+    """
+    head = token.strip().split(".", 1)[0]
+    if not head:
+        return None
+    try:
+        decoded = base64.b64decode(head + "=" * (-len(head) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = decoded.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return snowflake(text)

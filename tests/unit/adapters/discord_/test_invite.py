@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import parse_qs, urlsplit
 
 import discord
 import pytest
 
-from adapters.discord.invite import PERMISSIONS, SCOPES, invite_url
+from adapters.discord.invite import PERMISSIONS, SCOPES, application_id_from_token, invite_url
 from bridge.errors import ConfigError
 
 
@@ -43,3 +44,12 @@ def test_permissions_are_the_ones_used_and_no_more() -> None:
 def test_a_malformed_application_id_is_a_config_error(bad: str) -> None:
     with pytest.raises(ConfigError, match="application id"):
         invite_url(bad)
+
+
+def test_the_application_id_is_read_from_a_bot_token() -> None:
+    head = base64.b64encode(b"1234567890123456789").decode().rstrip("=")
+    assert application_id_from_token(f"{head}.GhIjKl.abcdefghijklmnop") == "1234567890123456789"
+    assert application_id_from_token("not-a-token") is None
+    assert application_id_from_token("") is None
+    junk = base64.b64encode(b"hello").decode()
+    assert application_id_from_token(f"{junk}.x.y") is None
