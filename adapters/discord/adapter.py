@@ -25,6 +25,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
 from bridge.errors import BridgeError, ConfigError, PlatformError
+from bridge.feedback import FeedbackPolicy
 from bridge.metrics import Metrics
 from bridge.models import (
     Feedback,
@@ -99,6 +100,9 @@ class DiscordAdapter:
         self._filters = Filters.of(
             settings.discord_allowed_guilds, settings.discord_allowed_channels
         )
+        # Only reactions that mean something reach the core (saves a thread lookup for
+        # every other emoji); the core's own policy says which those are.
+        self._reactions = FeedbackPolicy.from_settings(settings)
         self._client: _Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -375,9 +379,20 @@ class DiscordAdapter:
     # ------------------------------------------------------------------ owned tasks
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
+        task = asyncio.create_task(self._guarded(coro, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(coro: Coroutine[Any, Any, None], name: str) -> None:
+        # Event handlers run detached from the gateway reader: a failure is logged here
+        # (without message text), never left as an unretrieved task exception.
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Discord %s failed", name)
 
     # ------------------------------------------------------------------ messages
 
@@ -404,9 +419,10 @@ class DiscordAdapter:
             filters=self._filters,
             received_at=received_at,
         )
-        if decision is None:
-            return
-        if not decision.mentioned and not await self._relay.has_conversation(decision.message):
+        if decision is None or (
+            not decision.mentioned and not await self._relay.has_conversation(decision.message)
+        ):
+            self._metrics.events.labels(self.name, "ignored").inc()
             return
         sink = self._message_sink(decision)
         await self._answer(decision.message, sink)
@@ -487,7 +503,7 @@ class DiscordAdapter:
             data, added=added, bot_id=self._bot_id, filters=self._filters,
             received_at=wall_time,
         )
-        if reaction is None:
+        if reaction is None or self._reactions.meaning(reaction.emoji) is None:
             return
         parent = await self._thread_parent(data)
         if parent is not None:

@@ -117,6 +117,11 @@ async def test_a_reaction_in_a_thread_the_bot_no_longer_caches_still_counts(
         s.adapters.remove(first)
         await s.start_adapter()
 
+        # An emoji that means nothing costs nothing: no lookup, no feedback.
+        await s.discord.react(ann, reply, "🎉")
+        await s.adapter.settled()
+        assert s.discord.calls_to("GET", "/channels/{channel_id}") == []
+
         await s.discord.react(ann, reply, "👍")
         await s.chatbase.wait_for(lambda: len(s.chatbase.feedback_calls) == 1)
         assert s.chatbase.feedback_calls[0].feedback == "positive"
