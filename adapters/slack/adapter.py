@@ -19,18 +19,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     async_default_handlers,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import translate
@@ -137,6 +139,7 @@ class SlackAdapter:
         self._api: SlackApi | None = None
         self._retrying_api: SlackApi | None = None
         self._identity: BotIdentity | None = None
+        self._verifier: SignatureVerifier | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._intake_open = False
         self._closed = False
@@ -172,6 +175,10 @@ class SlackAdapter:
                 )
             if self._http_app is None:
                 raise ConfigError("Slack's HTTP Events API mode needs the bridge HTTP server.")
+            secret = settings.slack_signing_secret.get_secret_value()
+            if not secret.strip():
+                raise ConfigError("SLACK_SIGNING_SECRET is empty.")
+            self._verifier = SignatureVerifier(secret)
         session = self._session
         if session is None:
             session = self._own_session = aiohttp.ClientSession()
@@ -305,17 +312,17 @@ class SlackAdapter:
     def _build_app(self, client: AsyncWebClient, identity: BotIdentity, token: str) -> AsyncApp:
         bolt_log = log.getChild("bolt")
         bolt_log.addFilter(_BoltNoise())
-        secret = self._settings.slack_signing_secret
         app = AsyncApp(
             name="chatbase-bridge",
             logger=bolt_log,
             client=client,
             authorize=_KnownBot(identity, token),
-            signing_secret=secret.get_secret_value() if secret is not None else "",
+            signing_secret="",
             # Listeners return at once (the work runs in owned tasks), so acknowledging
             # after them is still immediate and no untracked Bolt task is left behind.
             process_before_response=True,
-            request_verification_enabled=not self._socket_mode,
+            # HTTP requests are verified in _handle_http; Socket Mode needs no signature.
+            request_verification_enabled=False,
             attaching_conversation_kwargs_enabled=False,
         )
         app.event("app_mention")(self._on_mention)
@@ -333,8 +340,28 @@ class SlackAdapter:
         app = self._app
         if app is None or not self._intake_open:
             return web.Response(status=503, text="not ready")
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
+        body = await request.text()
+        if not self._signed_by_slack(body, request.headers):
+            log.info("refused a Slack request with a missing, wrong or stale signature")
+            return web.Response(status=401, text="invalid signature")
+        bolt_request = AsyncBoltRequest(
+            body=body, query=request.query_string, headers=dict(request.headers.items())
+        )
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
+
+    def _signed_by_slack(self, body: str, headers: Mapping[str, str]) -> bool:
+        """Slack's request signing (HMAC-SHA256 of ``v0:timestamp:body``, at most five
+        minutes old). Checked here rather than by Bolt, which logs refused bodies (message
+        text) at INFO."""
+        verifier = self._verifier
+        timestamp = headers.get("x-slack-request-timestamp")
+        signature = headers.get("x-slack-signature")
+        if verifier is None or timestamp is None or signature is None:
+            return False
+        try:
+            return verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+        except ValueError:
+            return False  # a timestamp that is not a number
 
     # ------------------------------------------------------------------ listeners
 
@@ -370,20 +397,19 @@ class SlackAdapter:
     async def _on_reset(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         request = translate.reset_request(body, self._scope)
         if request is None:
-            await ack(text=RESET_NOT_HERE)
+            await _ephemeral(ack, RESET_NOT_HERE)
             return
         if request.place is None:
-            await ack(text=RESET_WHERE.format(command=self._settings.slack_reset_command))
+            await _ephemeral(ack, RESET_WHERE.format(command=self._settings.slack_reset_command))
             return
         try:
             async with asyncio.timeout(RESET_TIMEOUT):
                 existed = await self._relay.reset(request.place, request.author)
         except Exception as exc:
             log.warning("reset failed: %s", exc)
-            await ack(text=RESET_FAILED)
+            await _ephemeral(ack, RESET_FAILED)
             return
-        # A slash command's direct answer is shown only to the person who used it.
-        await ack(text=RESET_DONE if existed else RESET_NOTHING)
+        await _ephemeral(ack, RESET_DONE if existed else RESET_NOTHING)
 
     async def _on_other_event(self) -> None:
         return None
@@ -469,6 +495,11 @@ class SlackAdapter:
             feedback_buttons=self._settings.slack_feedback_buttons,
             pacing=self._pacing,
         )
+
+
+async def _ephemeral(ack: AsyncAck, text: str) -> None:
+    """Answer a slash command so that only the person who used it sees the answer."""
+    await ack(text=text, response_type="ephemeral")
 
 
 def _opt_str(value: Any) -> str | None:

@@ -78,9 +78,12 @@ class Tiers:
         "chat.postMessage": Limit(1, 1.0, per_channel=True),  # ~1 per second per channel
     })
 
-    def scaled(self, factor: float) -> Tiers:
-        """The same call counts in windows ``factor`` times as long (tests run faster)."""
-        return Tiers({m: replace(lim, per=lim.per * factor) for m, lim in self.limits.items()})
+    def scaled(self, factor: float, *, jitter: float = 0.0) -> Tiers:
+        """The same call counts in windows ``factor`` times as long (tests run faster),
+        each shortened by ``jitter`` seconds: the scheduling noise between a paced call's
+        slot and its arrival here, which shrinking time does not shrink."""
+        return Tiers({m: replace(lim, per=max(0.0, lim.per * factor - jitter))
+                      for m, lim in self.limits.items()})
 
 
 @dataclass
