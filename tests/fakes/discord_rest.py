@@ -495,7 +495,13 @@ class FakeDiscord:
         if t.endswith("/threads"):
             return await self._open_thread(call, params)
         if t.startswith("/channels/{channel_id}/messages"):
-            return self._limited(call, params["channel_id"], self._channel_message(call, params))
+            response = self._limited(call, params["channel_id"],
+                                     self._channel_message(call, params))
+            if call.method == "POST" and response.status == 200:
+                # Like Discord, the bot sees its own messages arrive on the gateway too.
+                assert isinstance(response, web.Response) and response.body is not None
+                await self.dispatch("MESSAGE_CREATE", json.loads(bytes(response.body)))
+            return response
         if t.startswith("/interactions"):
             return self._callback(call, params)
         if t.startswith("/webhooks"):

@@ -130,6 +130,7 @@ async def test_follow_ups_in_the_thread_continue_without_a_mention(
         s.chatbase.script(Answer(text="Bob's answer."))
         await s.discord.send_message(bob, thread, "and me?", mention_bot=True)
         await wait_final(s, thread.id, "First answer.Follow-up answer.Bob's answer.")
+        assert [c.body["message"] for c in s.chatbase.chat_calls][2:] == ["and me?"]
         assert "conversationId" not in s.chatbase.chat_calls[2].body
 
 
@@ -161,10 +162,15 @@ async def test_everyone_bots_and_unmentioned_messages_are_ignored(
         await s.discord.send_message(robot, s.channel, "beep", mention_bot=True)
         await s.discord.send_message(dan, s.channel, "webhook", mention_bot=True,
                                      webhook_id="123456789012345678")
+        # A real question after them: once it is answered, the ones before were seen.
+        s.chatbase.script(Answer(text="Answered."))
+        question = await s.discord.send_message(dan, s.channel, "real one", mention_bot=True)
+        await wait_final(s, question["id"], "Answered.")
         await s.adapter.settled()
-        assert s.chatbase.chat_calls == []
-        assert s.discord.calls_to("POST", THREADS) == []
-        assert s.discord.message_calls() == []
+        assert [c.body["message"] for c in s.chatbase.chat_calls] == ["real one"]
+        assert len(s.discord.calls_to("POST", THREADS)) == 1
+        # The four above, and the bot's own answer arriving back over the gateway.
+        assert s.metrics.events.labels("discord", "ignored")._value.get() == 5
 
 
 async def test_a_long_answer_continues_in_follow_up_messages_code_intact(
