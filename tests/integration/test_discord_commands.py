@@ -128,3 +128,23 @@ async def test_a_mention_thread_and_reset_inside_it(redis_url: str, redis_prefix
         reset_channel = await s.discord.slash(ann, s.channel, "reset")
         (nothing,) = await s.discord.wait_for(lambda: callbacks(s, reset_channel))
         assert nothing.body["data"]["content"].startswith("There was no conversation")
+
+
+async def test_ask_outside_the_allowed_channels_or_while_stopping_is_refused_privately(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix, start=False) as s:
+        allowed = s.discord.add_channel(s.guild, "allowed")
+        await s.start_adapter(discord_allowed_channels=[allowed.id])
+        ann = s.discord.user("ann")
+        elsewhere = await s.discord.slash(ann, s.channel, "ask", question="here?")
+        (refused,) = await s.discord.wait_for(lambda: callbacks(s, elsewhere))
+        assert refused.body["type"] == 4 and refused.body["data"]["flags"] == EPHEMERAL
+        assert "does not answer in this channel" in refused.body["data"]["content"]
+
+        await s.adapter.stop_intake()
+        stopping = await s.discord.slash(ann, allowed, "ask", question="now?")
+        (later,) = await s.discord.wait_for(lambda: callbacks(s, stopping))
+        assert later.body["data"]["flags"] == EPHEMERAL
+        assert "restarting" in later.body["data"]["content"]
+        assert s.chatbase.chat_calls == []
