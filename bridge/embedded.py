@@ -43,7 +43,7 @@ class EmbeddedRedis:
             raise StoreError("the embedded Redis is not running")
         return f"unix://{self._sock_dir}/redis.sock"
 
-    async def start(self, timeout: float = 10.0) -> str:
+    async def start(self, wait: float = 10.0) -> str:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are limited to ~107 bytes, so the socket lives in a short temp dir.
         self._sock_dir = tempfile.mkdtemp(prefix="cbb-redis-")
@@ -64,7 +64,7 @@ class EmbeddedRedis:
         )
         client = aioredis.Redis(unix_socket_path=sock)
         try:
-            deadline = asyncio.get_running_loop().time() + timeout
+            deadline = asyncio.get_running_loop().time() + wait
             while True:
                 if self._proc.returncode is not None:
                     err = b""
@@ -79,7 +79,7 @@ class EmbeddedRedis:
                         break
                 if asyncio.get_running_loop().time() > deadline:
                     raise StoreError(
-                        f"The embedded Redis (REDIS_URL unset) did not answer within {timeout:.0f}s."
+                        f"The embedded Redis (REDIS_URL unset) did not answer within {wait:.0f}s."
                     )
                 # Polling a just-started server's socket: there is no readiness event to await.
                 await asyncio.sleep(0.02)

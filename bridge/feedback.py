@@ -54,7 +54,7 @@ class FeedbackPolicy:
     @staticmethod
     def decide(
         value: Feedback, *, added: bool, remaining: frozenset[str]
-    ) -> Feedback | None | _Unchanged:
+    ) -> Feedback | _Unchanged | None:
         """The feedback to send after ``value`` was added or removed.
 
         ``remaining`` is the set of feedback values this person still has on the answer

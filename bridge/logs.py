@@ -8,12 +8,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from bridge.settings import LogFormat
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})
+# Read-only mapping as the default; ``bind`` always replaces it with a fresh dict.
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "log_context", default=MappingProxyType({})
+)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
 from bridge.pacing import Pacer
-from bridge.ports import Clock, ReplySink
+from bridge.ports import Clock, Operation, ReplySink
 from bridge.split import Fence, Part, fence_after, split_text
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ MAX_FAILURES = 6
 class _Step:
     index: int
     text: str
-    op: str  # "post" | "edit"
+    op: Operation
     final: bool
 
 
@@ -172,7 +172,7 @@ class Renderer:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            budget = self._sink.budget("post" if step.op == "post" else "edit", final=step.final)
+            budget = self._sink.budget(step.op, final=step.final)
             await self._pacer.wait(budget)
             # Latest wins: what to send is decided after the wait, not before it.
             desired, final = self._desired()
@@ -214,9 +214,9 @@ class Renderer:
             if self.first_text_at is None and step.text.strip():
                 self.first_text_at = self._clock.now()
         else:
-            message_id = self._ids[step.index]
-            assert message_id is not None
-            await self._sink.edit(message_id, step.text, final=step.final)
+            existing = self._ids[step.index]
+            assert existing is not None
+            await self._sink.edit(existing, step.text, final=step.final)
             if self.first_text_at is None and step.text.strip():
                 self.first_text_at = self._clock.now()
         self._shown[step.index] = step.text

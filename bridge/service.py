@@ -150,11 +150,16 @@ class RelayService:
     ) -> None:
         started = self._clock.now()
         quota = self._settings.user_quota
-        subject = f"{platform}:{message.place.enterprise or message.place.workspace}:{message.author}"
+        text = message.text.strip()
+        limit = self._settings.max_input_chars
+        # Only a message that would reach Chatbase counts against the user's quota.
+        counted = bool(quota and text and len(text) <= limit)
+        place = message.place
+        subject = f"{platform}:{place.enterprise or place.workspace}:{message.author}"
         try:
             claim = await self._store.claim(
                 message.event_id,
-                quota_subject=subject if quota else None,
+                quota_subject=subject if counted else None,
                 quota_window=self._settings.user_quota_window,
             )
             first, count, reset_in = claim.first, claim.quota_count, claim.quota_reset_in
@@ -170,15 +175,13 @@ class RelayService:
             await self._notice(sink, platform, "The bridge is restarting. Please send your "
                                "message again in a minute.")
             return
-        text = message.text.strip()
         if not text:
             await self._notice(sink, platform, notices.EMPTY_MESSAGE)
             return
-        if len(text) > self._settings.max_input_chars:
-            await self._notice(sink, platform,
-                               notices.too_long(self._settings.max_input_chars, len(text)))
+        if len(text) > limit:
+            await self._notice(sink, platform, notices.too_long(limit, len(text)))
             return
-        if quota and count > quota:
+        if counted and count > quota:
             log.info("user over quota (%s messages in the window)", count)
             await self._notice(sink, platform, notices.over_quota(quota, reset_in))
             return

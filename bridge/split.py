@@ -99,10 +99,16 @@ def split_text(text: str, limit: int, *, fence: Fence | None = None) -> list[Par
             i += 1
             continue
         if not current:
-            # A single line that does not fit: cut it.
-            room = limit - len(prefix) - (len(state.marker) + 1 if state is not None else 0)
-            cut = _hard_cut(line, max(1, room))
+            # A single line that does not fit: cut it. Its head may itself open a fence
+            # (an over-long fence line), so leave room to close one.
+            opening = _FENCE.match(line)
+            closing_room = max(
+                len(state.marker) + 1 if state is not None else 0,
+                len(opening.group(1)) + 1 if opening is not None else 0,
+            )
+            cut = _hard_cut(line, max(1, limit - len(prefix) - closing_room))
             head, tail = line[:cut], line[cut:]
+            state = fence_after(head, state)
             parts.append(Part(prefix, head, _closer(state, head)))
             lines[i] = tail
             start_fence = state

