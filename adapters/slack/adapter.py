@@ -61,6 +61,10 @@ RESET_WHERE = (
     "thread: {command} https://…/archives/C…/p… (⋯ on the thread's first message → Copy link)."
 )
 RESET_NOT_HERE = "I am not available in this workspace or channel."
+RESET_UNKNOWN = (
+    "This command is not set up on the bridge; to start a new conversation use {command} "
+    "(or set BRIDGE_SLACK_RESET_COMMAND to this command's name)."
+)
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
 
 
@@ -163,6 +167,13 @@ class SlackAdapter:
         return self._app
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_own_session()
+            raise
+
+    async def _start(self) -> None:
         settings = self._settings
         if settings.slack_bot_token is None:
             raise ConfigError("Slack needs SLACK_BOT_TOKEN.")
@@ -226,9 +237,12 @@ class SlackAdapter:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._own_session is not None:
-            await self._own_session.close()
-            self._own_session = None
+        await self._close_own_session()
+
+    async def _close_own_session(self) -> None:
+        session, self._own_session = self._own_session, None
+        if session is not None:
+            await session.close()
 
     def is_ready(self) -> bool:
         if not self._intake_open or self._app is None:
@@ -334,6 +348,8 @@ class SlackAdapter:
         # Anything else subscribed (or added to the manifest later) is acknowledged, so Slack
         # never sees a failed delivery for an event the bridge does not use.
         app.event(re.compile(r".*"))(self._on_other_event)
+        app.action(re.compile(r".*"))(self._on_other_action)
+        app.command(re.compile(r".*"))(self._on_other_command)
         return app
 
     async def _handle_http(self, request: web.Request) -> web.StreamResponse:
@@ -413,6 +429,16 @@ class SlackAdapter:
 
     async def _on_other_event(self) -> None:
         return None
+
+    async def _on_other_action(self, ack: AsyncAck) -> None:
+        await ack()
+
+    async def _on_other_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Most likely the command was renamed in the app but not in the bridge's settings.
+        command = body.get("command")
+        log.warning("Slack sent the command %r; BRIDGE_SLACK_RESET_COMMAND is %r", command,
+                    self._settings.slack_reset_command)
+        await _ephemeral(ack, RESET_UNKNOWN.format(command=self._settings.slack_reset_command))
 
     # ------------------------------------------------------------------ work
 

@@ -131,3 +131,17 @@ async def test_reset_a_channel_thread_by_its_link(stack: SlackStack) -> None:
         thread_ts=TS)))
     await stack.idle()
     assert len(stack.chatbase.chat_calls) == 1
+
+
+async def test_a_renamed_command_gets_a_hint_and_other_actions_are_acknowledged(
+    stack: SlackStack,
+) -> None:
+    hint = await stack.command(slash_command(command="/ask-bot-reset"))
+    assert hint.status == 200
+    assert "BRIDGE_SLACK_RESET_COMMAND" in hint.json()["text"]
+    assert hint.json()["response_type"] == "ephemeral"
+    other = await stack.interact(block_action(value="x", channel="C0CHAN", message_ts=TS,
+                                              action_id="something_else"))
+    assert other.status == 200
+    await stack.idle()
+    assert stack.chatbase.feedback_calls == [] and stack.chatbase.chat_calls == []
