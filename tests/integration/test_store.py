@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from bridge.errors import StoreError
 from bridge.models import Platform, ReplyRecord
-from bridge.settings import Settings
+from bridge.settings import load_settings
 from bridge.store import RedisLimiter, Store, connect
 
 MakeStore = Callable[..., Store]
@@ -330,7 +330,7 @@ def _closed_port() -> int:
 
 async def test_unreachable_redis_is_a_plain_error_without_the_password() -> None:
     port = _closed_port()
-    settings = Settings(REDIS_URL=f"redis://bridge:s3cret-pw@127.0.0.1:{port}/0")
+    settings = load_settings(REDIS_URL=f"redis://bridge:s3cret-pw@127.0.0.1:{port}/0")
     with pytest.raises(StoreError) as caught:
         async with connect(settings):
             pass
@@ -352,12 +352,12 @@ async def test_unreachable_redis_is_a_plain_error_without_the_password() -> None
 
 
 async def test_connect_to_a_given_url(redis_url: str) -> None:
-    async with connect(Settings(REDIS_URL=redis_url)) as client:
+    async with connect(load_settings(REDIS_URL=redis_url)) as client:
         assert await client.ping()
 
 
 async def test_embedded_redis_keeps_data_across_a_restart(tmp_path: Path) -> None:
-    settings = Settings(REDIS_URL="", BRIDGE_DATA_DIR=str(tmp_path / "data"))
+    settings = load_settings(REDIS_URL="", BRIDGE_DATA_DIR=str(tmp_path / "data"))
     async with connect(settings) as client:
         await client.set("cbb-test:persisted", "yes", ex=600)
     assert any((tmp_path / "data").iterdir())

@@ -91,9 +91,8 @@ class ParkedClock:
         await asyncio.Event().wait()
 
 
-async def _queue(redis_client: aioredis.Redis, prefix: str, key: str) -> list[bytes]:
-    result: list[bytes] = await redis_client.lrange(f"{prefix}turnq:{key}", 0, -1)
-    return result
+async def _queue(redis_client: aioredis.Redis, prefix: str, key: str) -> list[bytes | str]:
+    return await redis_client.lrange(f"{prefix}turnq:{key}", 0, -1)
 
 
 async def test_waiters_of_two_replicas_are_served_in_arrival_order(
