@@ -176,9 +176,9 @@ async def test_a_cancelled_waiter_leaves_the_queue(
 
 
 async def test_heartbeat_keeps_a_long_turn_past_its_lease(replicas: MakeStore) -> None:
-    a, b = replicas(lock_ttl=1), replicas(lock_wait=2.5)
+    a, b = replicas(lock_ttl=2), replicas(lock_wait=4.0)
     async with a.turn("k") as turn:
-        # Without renewal the 1 s lease would lapse and b would take the turn.
+        # Without renewal the 2 s lease would lapse and b would take the turn.
         with pytest.raises(TurnTimeout):
             async with b.turn("k"):
                 pytest.fail("a live holder lost its turn")
