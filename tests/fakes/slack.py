@@ -75,7 +75,8 @@ class Tiers:
         "chat.appendStream": Limit(100, 60.0),  # Tier 4
         "chat.update": Limit(50, 60.0),  # Tier 3
         "chat.delete": Limit(50, 60.0),  # Tier 3
-        "chat.postMessage": Limit(1, 1.0, per_channel=True),  # ~1 per second per channel
+        # "generally allows one message per second per channel", with short bursts
+        "chat.postMessage": Limit(3, 3.0, per_channel=True),
     })
 
     def scaled(self, factor: float, *, jitter: float = 0.0) -> Tiers:
