@@ -107,6 +107,10 @@ class _BoltNoise(logging.Filter):
                     or message.startswith("As `installation_store` or `authorize`"))
 
 
+_BOLT_LOG = log.getChild("bolt")
+_BOLT_LOG.addFilter(_BoltNoise())
+
+
 class SlackAdapter:
     """Slack inside the runtime (``bridge.ports.PlatformAdapter``)."""
 
@@ -216,8 +220,8 @@ class SlackAdapter:
         if self._socket_mode:
             await self._connect_socket(client)
         self._intake_open = True
-        log.info("Slack connected as %s (%s mode)", self._identity.user_id,
-                 "Socket Mode" if self._socket_mode else "HTTP Events API")
+        log.info("Slack connected as %s over %s", self._identity.user_id,
+                 "Socket Mode" if self._socket_mode else f"the HTTP Events API ({EVENTS_PATH})")
 
     async def stop_intake(self) -> None:
         self._intake_open = False
@@ -324,11 +328,9 @@ class SlackAdapter:
     # ------------------------------------------------------------------ Bolt
 
     def _build_app(self, client: AsyncWebClient, identity: BotIdentity, token: str) -> AsyncApp:
-        bolt_log = log.getChild("bolt")
-        bolt_log.addFilter(_BoltNoise())
         app = AsyncApp(
             name="chatbase-bridge",
-            logger=bolt_log,
+            logger=_BOLT_LOG,
             client=client,
             authorize=_KnownBot(identity, token),
             signing_secret="",
