@@ -21,7 +21,7 @@ from bridge.pacing import Pacer
 from bridge.ports import Clock, PlatformAdapter
 from bridge.service import RelayService
 from bridge.settings import Settings
-from bridge.store import RedisLimiter, Store, connect
+from bridge.store import Store, connect
 from bridge.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,8 @@ class Runtime:
             clock=self.clock,
         )
         await self.store.ping()
-        limiter = RedisLimiter(
-            redis=self.redis,
-            key=f"{settings.redis_prefix}chatbase:requests",
-            limit=settings.chatbase_rate_limit,
-            window=settings.chatbase_rate_window,
-            clock=self.clock,
+        limiter = self.store.limiter(
+            "chatbase", limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
         )
         self.chatbase = ChatbaseClient(
             session=self.session,

@@ -106,12 +106,22 @@ def split_text(text: str, limit: int, *, fence: Fence | None = None) -> list[Par
                 len(state.marker) + 1 if state is not None else 0,
                 len(opening.group(1)) + 1 if opening is not None else 0,
             )
-            cut = _hard_cut(line, max(1, limit - len(prefix) - closing_room))
+            room = limit - len(prefix) - closing_room
+            if room < 1 or not line:
+                # A fence so long that re-opening it leaves no room: give up keeping it
+                # balanced rather than loop; real limits (2,000+) never get here.
+                prefix, state = "", None
+                room = limit
+            cut = _hard_cut(line, room)
             head, tail = line[:cut], line[cut:]
             state = fence_after(head, state)
+            if len(prefix) + len(head) + len(_closer(state, head)) > limit:
+                state = None
             parts.append(Part(prefix, head, _closer(state, head)))
             lines[i] = tail
             start_fence = state
+            if not tail:
+                i += 1
             continue
         index, at_fence = _choose_break(breaks, size_of=[len(x) for x in current])
         body = "".join(current[:index])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import re
+
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bridge.split import Fence, fence_after, join_bodies, split_text
@@ -60,9 +62,21 @@ def test_any_text_splits_exactly(pieces: list[str], limit: int) -> None:
     text = "".join(pieces)
     parts = split_text(text, limit)
     assert join_bodies(parts) == text
+    assert all(len(part.text) <= limit for part in parts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(alphabet, max_size=300), limit=st.integers(min_value=120, max_value=400))
+def test_fences_stay_balanced(pieces: list[str], limit: int) -> None:
+    # Fences are balanced whenever re-opening one fits in a part: markers shorter than a
+    # tenth of the limit (real limits are 2,000 characters and more).
+    text = "".join(pieces)
+    assume(all(len(run) < limit // 10 for run in re.findall(r"`{3,}|~{3,}", text)))
+    parts = split_text(text, limit)
+    assert join_bodies(parts) == text
     for part in parts:
         assert len(part.text) <= limit
-        assert fences_balanced(part.text)
+        assert fences_balanced(part.text), part.text
 
 
 @settings(max_examples=200, deadline=None)
