@@ -150,6 +150,31 @@ async def test_an_answer_over_the_limits_continues_in_the_thread(stack: SlackSta
     assert stack.slack.rate_limited == []
 
 
+async def test_a_long_streamed_answer_continues_in_new_streams(stack: SlackStack) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 40 for i in range(20)]
+    text = "\n\n".join(paragraphs)
+    deltas = [p + "\n\n" for p in paragraphs[:-1]] + [paragraphs[-1]]
+    gate = Gate()
+    stack.chatbase.script(Answer(text=text, deltas=deltas, gate=gate))
+    await stack.deliver(event_envelope(mention_event(text="<@UBOT> tell me all", ts=TS)))
+    slack = stack.slack
+    # Paragraph by paragraph, each shown before the next arrives: parts fill up while
+    # streaming and the renderer moves on to a new message mid-answer.
+    for shown in range(1, len(deltas)):
+        gate.release(1)
+        await slack.wait_for(
+            lambda n=shown: "".join(slack.thread_texts("C0CHAN", TS)).count("Paragraph") >= n
+        )
+    gate.open()
+    await stack.idle()
+    parts = slack.thread("C0CHAN", TS)
+    assert len(parts) >= 3
+    assert all(p.source == "stream" and not p.streaming for p in parts)
+    assert all(len(p.text) <= 8_000 for p in parts)
+    assert "".join(p.text for p in parts) == text
+    assert slack.rate_limited == []
+
+
 async def test_a_long_code_block_is_split_with_its_fences_intact(stack: SlackStack) -> None:
     code = "\n".join(f"print({i})  # line {i} of a long listing" for i in range(400))
     text = f"Here is the script:\n\n```python\n{code}\n```\n\nRun it."
