@@ -53,6 +53,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes import secrets
+
 __all__ = [
     "Answer",
     "FakeChatbase",
@@ -312,6 +314,7 @@ class FakeChatbase:
 
     def __init__(self, *, api_key: str = "test-key", agent_id: str = "agent-test") -> None:
         self.api_key = api_key
+        secrets.register(api_key)
         self.agent_id = agent_id
         self.answer_text_for: Callable[[str | None], str] = (
             lambda message: f"Echo: {message}" if message is not None else "Continuing."

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes import secrets
 from tests.fakes.discord_gateway import FakeGateway, Session
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -148,6 +149,7 @@ class FakeDiscord:
         rate_window: float = 5.0,
     ) -> None:
         self.token = token
+        secrets.register(token)
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.bot_id = snowflake()

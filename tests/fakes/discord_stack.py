@@ -27,6 +27,7 @@ from bridge.pacing import Pacer
 from bridge.service import RelayService
 from bridge.settings import Settings
 from bridge.store import Store
+from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.discord_rest import Channel, FakeDiscord, Guild
 
@@ -89,6 +90,7 @@ async def discord_stack(
         }
         values.update(env)
         settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        secrets.register_settings(settings)
         redis = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)
         session = aiohttp.ClientSession()

@@ -22,6 +22,7 @@ from bridge.service import RelayService
 from bridge.settings import Settings
 from bridge.store import Store
 from bridge.tools import ToolRegistry
+from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.clock import FakeClock
 from tests.fakes.sink import RecordingSink, Shared
@@ -119,6 +120,7 @@ async def harness(
             BRIDGE_REDIS_PREFIX=prefix,
             **overrides,
         )
+        secrets.register_settings(settings)
         built = []
         for _ in range(replicas):
             redis = aioredis.Redis.from_url(redis_url)

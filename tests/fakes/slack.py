@@ -37,6 +37,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 from slack_sdk.signature import SignatureVerifier
 
+from tests.fakes import secrets
+
 __all__ = [
     "FakeSlack",
     "Limit",
@@ -177,6 +179,7 @@ class FakeSlack:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_token = bot_token
+        secrets.register(bot_token, app_token, signing_secret)
         self.app_token = app_token
         self.signing_secret = signing_secret
         self.team_id = team_id

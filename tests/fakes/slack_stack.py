@@ -36,6 +36,7 @@ from bridge.pacing import Pacer
 from bridge.service import RelayService
 from bridge.settings import Settings
 from bridge.store import Store
+from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.slack import FakeSlack, Tiers
 
@@ -147,6 +148,7 @@ async def slack_stack(
             values["SLACK_APP_TOKEN"] = slack.app_token
         values.update(env)
         settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        secrets.register_settings(settings)
         redis = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)
         session = aiohttp.ClientSession()
