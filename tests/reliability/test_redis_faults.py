@@ -1,0 +1,172 @@
+"""Redis faults: down at start, gone in the middle of a run and back, and slow.
+
+Expected: a Redis that is down at start is one plain sentence naming REDIS_URL (never its
+password); a Redis lost mid-run costs memory and de-duplication, not answers, and nothing
+false is said about it; when it returns the bridge uses it again without a restart; a slow
+Redis makes answers slower, never wrong, and Slack is still acknowledged in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.slack.adapter import RESET_FAILED, RESET_NOTHING
+from bridge.errors import StoreError
+from bridge.runtime import Runtime
+from bridge.settings import Settings
+from tests.fakes import secrets
+from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.slack import event_envelope, mention_event, slash_command
+from tests.fakes.slack_stack import slack_stack
+from tests.integration.cli_process import bare_env, run_cli
+from tests.reliability.redis_tools import DedicatedRedis, RedisProxy
+from tests.reliability.rig import recording, rig
+
+PASSWORD = "hunter2-redis-password"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_redis_down_at_start_is_one_sentence_naming_redis_url(tmp_path: Path) -> None:
+    secrets.register(PASSWORD)
+    port = closed_port()
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    settings = Settings(_env_file=None, CHATBASE_API_KEY="k" * 12,  # type: ignore[call-arg]
+                        CHATBASE_AGENT_ID="agent", REDIS_URL=url)
+    with pytest.raises(StoreError) as raised:
+        async with Runtime(settings=settings):
+            pass
+    message = str(raised.value)
+    assert "REDIS_URL" in message and f"127.0.0.1:{port}" in message
+    assert PASSWORD not in message
+
+    # The same through the command line: exit status 1, one line, no traceback.
+    env = bare_env(tmp_path, CHATBASE_API_KEY="k" * 12, CHATBASE_AGENT_ID="agent",
+                   REDIS_URL=url, SLACK_BOT_TOKEN="xoxb-never-used",
+                   SLACK_SIGNING_SECRET="never-used-secret", BRIDGE_HTTP_HOST="127.0.0.1",
+                   BRIDGE_HTTP_PORT="0")
+    done = await run_cli("run", env=env, cwd=tmp_path)
+    assert done.status == 1, done.err
+    last = done.err.strip().splitlines()[-1]
+    assert last.startswith("error: Cannot reach Redis at 127.0.0.1:") and "(REDIS_URL)" in last
+    assert "Traceback" not in done.err and PASSWORD not in done.err + done.out
+
+
+async def test_redis_lost_mid_run_then_back(redis_prefix: str) -> None:
+    async with DedicatedRedis() as redis, rig(redis.url, redis_prefix) as r:
+        await r.service.handle_message(r.message("before", user="U1"), r.sink())
+        assert "conversationId" not in r.fake.chat_calls[0].body
+
+        # Redis dies while an answer is streaming: the answer still ends exactly.
+        gate = Gate()
+        r.fake.script(Answer(text="streaming through the outage", gate=gate))
+        during = r.sink()
+        with recording() as logs:
+            task = asyncio.create_task(r.service.handle_message(r.message("during"), during))
+            await r.fake.wait_requests(2, endpoint="chat")
+            await redis.kill()
+            gate.open()
+            await task
+        assert during.joined() == "streaming through the outage"
+        assert during.answered is True
+        assert logs.find("could not remember this turn", "REDIS_URL"), logs.lines()
+
+        # While it is down, messages are still answered: no memory, nothing false said.
+        down = r.sink()
+        with recording() as logs:
+            await r.service.handle_message(r.message("while down", user="U1"), down)
+        assert down.joined() == "Echo: while down"  # no "new conversation" note
+        body = r.fake.chat_calls[-1].body
+        assert "conversationId" not in body and body["userId"] == "slack.T1.U1"
+        for part in ("answering without de-duplication", "answering without conversation "
+                     "memory", "pacing falls back to this process only"):
+            assert logs.find(part, "REDIS_URL", f"unix:{redis.socket}"), logs.lines()
+
+        # Redis is back (empty, as a restarted server without persistence is): memory and
+        # exactly-once work again without restarting the bridge.
+        await redis.start()
+        with recording() as logs:
+            first = r.message("after", user="U2", event_id="ev-after")
+            await r.service.handle_message(first, r.sink())
+            again = r.sink()
+            await r.service.handle_message(first, again)  # a redelivery
+            await r.service.handle_message(r.message("follow-up", user="U2"), r.sink())
+        assert again.calls == []
+        calls = r.fake.chat_calls
+        assert [c.body["message"] for c in calls[-2:]] == ["after", "follow-up"]
+        assert calls[-1].body["conversationId"] == _conversation_of(r, "after")
+        assert logs.lines(logging.WARNING) == []
+
+
+def _conversation_of(r: object, message: str) -> str:
+    fake = r.fake  # type: ignore[attr-defined]
+    for conversation in fake.conversations.values():
+        if any(m.text == message for m in conversation.messages):
+            return str(conversation.id)
+    raise AssertionError(f"no conversation holds {message!r}")
+
+
+async def test_slow_redis_makes_answers_slower_not_wrong(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with RedisProxy(redis_url, delay=0.02) as proxy, \
+            rig(redis_url, redis_prefix, replicas=2, redis_urls=[proxy.url, proxy.url]) as r:
+        gate = Gate()
+        r.fake.script(Answer(text="answer 0", gate=gate))
+        turns = [r.message(f"turn {i}", user="U1") for i in range(3)]
+        others = [r.message(f"other {i}", user=f"U{i + 2}") for i in range(3)]
+        sinks = [r.sink() for _ in range(6)]
+        started = time.monotonic()
+        first = asyncio.create_task(r.replicas[0].service.handle_message(turns[0], sinks[0]))
+        await r.fake.wait_requests(1, endpoint="chat")
+        rest = [asyncio.create_task(r.replicas[i % 2].service.handle_message(m, s))
+                for i, (m, s) in enumerate(zip(turns[1:] + others, sinks[1:], strict=True))]
+        # The other people's answers go ahead; the later turns of the held conversation wait.
+        await r.fake.wait_requests(4, endpoint="chat")
+        assert {c.body["message"] for c in r.fake.chat_calls} == {
+            "turn 0", "other 0", "other 1", "other 2"}
+        gate.open()
+        await asyncio.gather(first, *rest)
+        elapsed = time.monotonic() - started
+        assert [s.joined() for s in sinks] == [
+            "answer 0", "Echo: turn 1", "Echo: turn 2",
+            "Echo: other 0", "Echo: other 1", "Echo: other 2"]
+        conversation = _conversation_of(r, "turn 0")
+        later = [c for c in r.fake.chat_calls if c.body["message"] in ("turn 1", "turn 2")]
+        assert [c.body.get("conversationId") for c in later] == [conversation] * 2
+        # The proxy really was in the way: a turn's round trips each paid 40 ms.
+        assert proxy.connections >= 2 and elapsed >= 0.12
+
+
+async def test_slow_redis_still_lets_slack_acknowledge_in_time(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with RedisProxy(redis_url, delay=0.05) as proxy, \
+            slack_stack(proxy.url, redis_prefix) as stack:
+        delivered = await stack.deliver(event_envelope(
+            mention_event(text="<@UBOT> slow but sure", ts="1700000001.000100")))
+        assert delivered.status == 200 and delivered.seconds < 0.5
+        await stack.idle()
+        assert stack.slack.thread_texts("C0CHAN", "1700000001.000100") == [
+            "Echo: slow but sure"]
+        # A reset answers within Slack's three seconds: done when Redis is merely slow...
+        reset = await stack.command(slash_command(channel="D0DM"))
+        assert reset.status == 200 and reset.json()["text"] == RESET_NOTHING
+        # ...and a plain apology when Redis is slower than that.
+        proxy.delay = 1.5
+        with recording() as logs:
+            late = await stack.command(slash_command(channel="D0DM"))
+        assert late.status == 200 and late.seconds < 3.0
+        assert late.json()["text"] == RESET_FAILED
+        assert logs.find("reset failed")
+        proxy.delay = 0.0
