@@ -187,10 +187,20 @@ class Renderer:
             except PlatformRateLimited as exc:
                 await self._pacer.penalise(budget, exc.retry_after)
                 continue
-            except PlatformMessageGone:
-                log.warning("reply message %s is gone; posting it again", self._ids[step.index])
-                self._ids[step.index] = None
+            except PlatformMessageGone as exc:
                 failures += 1
+                if step.op == "edit":
+                    log.warning("reply message %s is gone; posting it again",
+                                self._ids[step.index])
+                    self._ids[step.index] = None
+                else:
+                    log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES,
+                                exc)
+                # A thread archived or locked under the reply refuses the new post as well.
+                if failures >= MAX_FAILURES:
+                    log.error("giving up on this reply after %s failed platform calls", failures)
+                    self.failed = True
+                    return
             except PlatformError as exc:
                 failures += 1
                 log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES, exc)
