@@ -185,6 +185,9 @@ class Renderer:
             try:
                 await self._call(step)
             except PlatformRateLimited as exc:
+                # Pacing should prevent this; seeing it means another client shares the
+                # token or the budgets are too generous for this workspace.
+                log.warning("platform throttled a reply: %s", exc)
                 await self._pacer.penalise(budget, exc.retry_after)
                 continue
             except PlatformMessageGone as exc:
