@@ -74,16 +74,7 @@ class Runtime:
         self.session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.session.close)
         self.redis = await self._stack.enter_async_context(connect(settings))
-        self.store = Store(
-            redis=self.redis,
-            prefix=settings.redis_prefix,
-            conversation_ttl=settings.conversation_ttl,
-            reply_ttl=settings.reply_ttl,
-            dedup_ttl=settings.dedup_ttl,
-            lock_ttl=settings.lock_ttl,
-            lock_wait=settings.lock_wait,
-            clock=self.clock,
-        )
+        self.store = Store.from_settings(self.redis, settings, clock=self.clock)
         await self.store.ping()
         limiter = self.store.limiter(
             "chatbase", limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window

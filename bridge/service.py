@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from bridge import notices
@@ -510,17 +510,8 @@ class RelayService:
             turn.remember(
                 conversation_id,
                 new_id,
-                ReplyRecord(
-                    conversation_id=conversation_id,
-                    assistant_message_id=new_id,
-                    conversation_key=record.conversation_key,
-                    asker=record.asker,
-                    platform=record.platform,
-                    workspace=record.workspace,
-                    channel=record.channel,
-                    thread=record.thread,
-                    part_ids=part_ids,
-                ),
+                replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
+                        part_ids=part_ids),
             )
 
     # ------------------------------------------------------------------ shutdown
