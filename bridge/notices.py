@@ -18,6 +18,10 @@ NEW_CONVERSATION = "_(The previous conversation had ended, so this answer starts
 EMPTY_ANSWER = "_(The agent sent an empty answer. Please try rephrasing your question.)_"
 CUT_OFF = "_(The answer was cut off: {reason}. Please ask again.)_"
 SHUTTING_DOWN = "the bridge is restarting"
+RESTARTING = "The bridge is restarting. Please send your message again in a minute."
+RESTARTED_BEFORE_ANSWER = (
+    "The bridge restarted before it could answer this. Please send your message again."
+)
 TOOL_ROUNDS = "_(The agent asked for more actions than the bridge runs in one answer.)_"
 
 _CONFIG = (

@@ -172,8 +172,7 @@ class RelayService:
             return
         self._metrics.events.labels(platform, "accepted").inc()
         if not self._accepting:
-            await self._notice(sink, platform, "The bridge is restarting. Please send your "
-                               "message again in a minute.")
+            await self._notice(sink, platform, notices.RESTARTING)
             return
         if not text:
             await self._notice(sink, platform, notices.EMPTY_MESSAGE)
@@ -188,15 +187,27 @@ class RelayService:
         key = conversation_key(message, scope=self._settings.conversation_scope)
         bind(conversation=key)
         log.debug("message text: %s", text)
-        async with self._turn(key) as turn:
-            state = turn.state
-            idle = self._settings.dm_idle_reset
-            if (state is not None and message.place.is_dm and idle
-                    and time.time() - state.last_turn_at > idle):
-                log.info("DM idle for longer than BRIDGE_DM_IDLE_RESET; starting over")
-                state = None
-            user_id = chatbase_user_id(message.place, message.author, secret=self._secret)
-            await self._answer(message, sink, text, state, user_id, turn, started)
+        answering = False
+        try:
+            async with self._turn(key) as turn:
+                state = turn.state
+                idle = self._settings.dm_idle_reset
+                if (state is not None and message.place.is_dm and idle
+                        and time.time() - state.last_turn_at > idle):
+                    log.info("DM idle for longer than BRIDGE_DM_IDLE_RESET; starting over")
+                    state = None
+                user_id = chatbase_user_id(message.place, message.author, secret=self._secret)
+                answering = True
+                await self._answer(message, sink, text, state, user_id, turn, started)
+        except asyncio.CancelledError:
+            if not answering:
+                # Cut off while waiting for the previous turn: say so rather than vanish.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(
+                        self._notice(sink, platform, notices.RESTARTED_BEFORE_ANSWER),
+                        CUT_OFF_WRITE_SECONDS,
+                    )
+            raise
 
     async def _answer(
         self,

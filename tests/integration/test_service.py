@@ -318,3 +318,27 @@ async def test_dm_starts_over_after_idle(redis_url: str, redis_prefix: str) -> N
         await h.store.redis.set(redis_key, json.dumps(state), keepttl=True)
         await h.service.handle_message(h.message("hello again", dm=True, channel="D1"), h.sink())
         assert "conversationId" not in h.fake.chat_calls[2].body
+
+
+async def test_drain_cuts_off_answers_and_tells_waiting_turns(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with harness(redis_url, redis_prefix) as h:
+        gate = Gate()
+        h.fake.script(Answer(deltas=["Half ", "an ", "answer"], gate=gate))
+        streaming, waiting = h.sink(), h.sink()
+        t1 = asyncio.create_task(h.service.handle_message(h.message("one"), streaming))
+        gate.release(1)
+        await streaming.wait_calls(1, "post")
+        # A second message of the same conversation waits for the first turn.
+        t2 = asyncio.create_task(h.service.handle_message(h.message("two"), waiting))
+        await asyncio.wait({t2}, timeout=0.2)
+        await h.service.drain(grace=0.1)
+        await asyncio.gather(t1, t2, return_exceptions=True)
+        assert streaming.joined().startswith("Half ")
+        assert "cut off" in streaming.joined() and "▌" not in streaming.joined()
+        assert waiting.joined() == notices.RESTARTED_BEFORE_ANSWER
+        # New messages after the drain are told the bridge is restarting.
+        late = h.sink()
+        await h.service.handle_message(h.message("three"), late)
+        assert late.joined() == notices.RESTARTING
