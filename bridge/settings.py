@@ -341,6 +341,16 @@ def env_name(field_name: str) -> str:
     return first
 
 
+def _shown(value: Any) -> Any:
+    """A rejected value as it may be quoted back: a URL's credentials (``user:password@``,
+    also in a mistyped URL) are replaced by ``***``."""
+    if isinstance(value, str) and "@" in value:
+        head, _, tail = value.rpartition("@")
+        scheme = head.split("//", 1)[0] + "//" if "//" in head else ""
+        return f"{scheme}***@{tail}"
+    return value
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings, turning validation errors into one plain ``ConfigError``."""
     try:
@@ -353,6 +363,6 @@ def load_settings(**overrides: Any) -> Settings:
             if name in Settings.model_fields:
                 name = env_name(name)
             value = error.get("input")
-            shown = "" if name.endswith(("KEY", "TOKEN", "SECRET")) else f" (got {value!r})"
+            shown = "" if name.endswith(("KEY", "TOKEN", "SECRET")) else f" (got {_shown(value)!r})"
             problems.append(f"{name}: {error.get('msg', 'invalid')}{shown}")
         raise ConfigError("Invalid setting " + "; ".join(problems) + ".") from None
