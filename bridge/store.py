@@ -20,6 +20,7 @@ from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.chatbase.limiter import LocalLimiter
 from bridge.clock import SystemClock
 from bridge.embedded import EmbeddedRedis
 from bridge.errors import StoreError, TurnTimeout
@@ -649,6 +650,7 @@ class RedisLimiter:
         self._window = window
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._script = redis.register_script(_LIMIT)
+        self._local = LocalLimiter(limit=limit, window=window, clock=self._clock)
 
     async def try_acquire(self, now: float) -> float:
         """Take a place in the window at ``now`` if there is one (returns 0); otherwise
@@ -661,7 +663,13 @@ class RedisLimiter:
 
     async def acquire(self) -> None:
         while True:
-            wait = await self.try_acquire(self._clock.now())
+            try:
+                wait = await self.try_acquire(self._clock.now())
+            except StoreError as exc:
+                # A Redis outage must not fail the request it was only meant to pace.
+                log.warning("Chatbase request budget falls back to this process only: %s", exc)
+                await self._local.acquire()
+                return
             if wait <= 0:
                 return
             await self._clock.sleep(wait)
