@@ -14,7 +14,6 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bridge.chatbase.client import ChatbaseClient
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.clock import SystemClock
 from bridge.logs import _STANDARD
 from bridge.metrics import Metrics
@@ -121,7 +120,9 @@ async def rig(
                 api_key=settings.chatbase_api_key.get_secret_value(),  # type: ignore[union-attr]
                 agent_id=settings.chatbase_agent_id or "",
                 base_url=settings.chatbase_api_base,
-                limiter=LocalLimiter(limit=1000, window=10, clock=clock),
+                # As the runtime does: the request budget is shared through Redis.
+                limiter=store.limiter("chatbase", limit=settings.chatbase_rate_limit,
+                                      window=settings.chatbase_rate_window),
                 clock=clock, timeout=settings.chatbase_timeout,
                 idle_timeout=settings.stream_idle_timeout,
                 max_wait=settings.chatbase_max_wait, on_request=metrics.chatbase_request,

@@ -89,7 +89,8 @@ async def test_redis_lost_mid_run_then_back(redis_prefix: str) -> None:
         body = r.fake.chat_calls[-1].body
         assert "conversationId" not in body and body["userId"] == "slack.T1.U1"
         for part in ("answering without de-duplication", "answering without conversation "
-                     "memory", "pacing falls back to this process only"):
+                     "memory", "pacing falls back to this process only",
+                     "Chatbase request budget falls back to this process only"):
             assert logs.find(part, "REDIS_URL", f"unix:{redis.socket}"), logs.lines()
 
         # Redis is back (empty, as a restarted server without persistence is): memory and
