@@ -39,6 +39,10 @@ _POLL = 1.0
 _HANDOFF = 5.0
 # Extra life of keys that must outlive what they describe by a little (seconds).
 _MARGIN = 60.0
+# Connections one process may open to Redis (its default maxclients is 10,000), and how long
+# a command waits for a free one before it fails as "Redis unreachable".
+_MAX_CONNECTIONS = 1000
+_POOL_WAIT = 20.0
 
 
 def _fmt(value: float) -> str:
@@ -690,9 +694,14 @@ async def connect(settings: Settings) -> AsyncIterator[aioredis.Redis]:
         url = await embedded.start()
     try:
         try:
-            client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30,
+            # redis-py's default pool refuses a 101st concurrent command ("Too many
+            # connections") instead of waiting; answers in flight and queued turns (each
+            # waiter holds a connection in BLPOP) pass 100 on a busy replica.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT,
+                socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30,
             )
+            client = aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             # Not quoting the URL: it may carry the password.
             raise StoreError(f"REDIS_URL is not a valid Redis URL: {exc}") from exc
