@@ -171,3 +171,32 @@ async def test_slow_redis_still_lets_slack_acknowledge_in_time(
         assert late.json()["text"] == RESET_FAILED
         assert logs.find("reset failed")
         proxy.delay = 0.0
+
+
+async def test_a_busy_replica_is_not_refused_by_its_own_connection_pool(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Hundreds of Redis commands at once (answers in flight, turns queued in BLPOP) wait
+    for a pooled connection instead of failing as if Redis were down."""
+    from bridge.store import Store, connect
+
+    settings = Settings(_env_file=None, REDIS_URL=redis_url,  # type: ignore[call-arg]
+                        BRIDGE_REDIS_PREFIX=redis_prefix)
+    async with connect(settings) as client:
+        store = Store.from_settings(client, settings)
+        claims = await asyncio.gather(*(store.claim(f"busy-{n}") for n in range(300)))
+        assert all(claim.first for claim in claims)
+        # A queue of waiters on one conversation holds a connection each while it waits.
+        async with store.turn("busy-conversation"):
+            waiting = [asyncio.create_task(_take_turn(store)) for _ in range(150)]
+            extra = await asyncio.gather(*(store.claim(f"more-{n}") for n in range(50)))
+        assert all(claim.first for claim in extra)
+        await asyncio.gather(*waiting)
+        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+
+
+async def _take_turn(store: object) -> None:
+    async with store.turn("busy-conversation"):  # type: ignore[attr-defined]
+        pass
