@@ -43,6 +43,8 @@ _MARGIN = 60.0
 # a command waits for a free one before it fails as "Redis unreachable".
 _MAX_CONNECTIONS = 1000
 _POOL_WAIT = 20.0
+# Pauses between attempts to release a turn while Redis does not answer (3.4 s in all).
+_RELEASE_RETRIES = (0.1, 0.3, 1.0, 2.0)
 
 
 def _fmt(value: float) -> str:
@@ -427,6 +429,22 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
              *values],
         )
 
+    async def _release_retrying(
+        self, pending: tuple[str, str, tuple[ReplyRecord, ...]]
+    ) -> None:
+        """A release lost to a Redis blip would leave the lease in place and hold the
+        conversation's next turn for up to BRIDGE_LOCK_TTL; the release is idempotent, so
+        it is tried again for a few seconds first."""
+        for delay in _RELEASE_RETRIES:
+            try:
+                await self._release(pending)
+                return
+            except StoreError as exc:
+                log.info("could not release a conversation turn (retrying in %gs): %s",
+                         delay, exc)
+            await self._store.clock.sleep(delay)
+        await self._release(pending)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -443,7 +461,7 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
             return
         # Buffered writes go out even when the body failed: what was remembered happened.
         try:
-            await self._release(turn._pending())
+            await self._release_retrying(turn._pending())
         except StoreError as store_exc:
             if exc is None:
                 raise
