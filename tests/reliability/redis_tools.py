@@ -123,9 +123,8 @@ class RedisProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        self._close_all()
-        for task in list(self._links):
-            task.cancel()
+        self._refuse_until = float("inf")
+        self._close_all()  # every link then ends on its own
         await asyncio.gather(*self._links, return_exceptions=True)
         await self._server.wait_closed()
 

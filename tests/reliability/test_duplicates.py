@@ -22,7 +22,8 @@ async def test_a_thousand_events_delivered_two_to_four_times_across_two_replicas
     redis_url: str, redis_prefix: str
 ) -> None:
     chance = random.Random(8)
-    async with rig(redis_url, redis_prefix, replicas=2, BRIDGE_USER_QUOTA=0) as r:
+    async with rig(redis_url, redis_prefix, replicas=2, BRIDGE_USER_QUOTA=0,
+                   BRIDGE_CHATBASE_RATE_LIMIT=100_000) as r:
         messages = [r.message(f"question {n}", user=f"U{n}", event_id=f"Ev{n:05d}")
                     for n in range(EVENTS)]
         deliveries = [(m, chance.randrange(2)) for m in messages

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,15 +73,20 @@ async def test_redis_lost_mid_run_then_back(redis_prefix: str) -> None:
         gate = Gate()
         r.fake.script(Answer(text="streaming through the outage", gate=gate))
         during = r.sink()
-        with recording() as logs:
+        with recording() as logs, logged("could not release a conversation turn") as retrying:
             task = asyncio.create_task(r.service.handle_message(r.message("during"), during))
             await r.fake.wait_requests(2, endpoint="chat")
             await redis.kill()
             gate.open()
+            # The answer is shown; its turn keeps trying to let go of the lock...
+            await retrying.wait()
+            assert during.joined() == "streaming through the outage" and not task.done()
+            await redis.start()  # ...and manages once Redis is back.
             await task
-        assert during.joined() == "streaming through the outage"
         assert during.answered is True
-        assert logs.find("could not remember this turn", "REDIS_URL"), logs.lines()
+        assert logs.find("could not release a conversation turn", "REDIS_URL",
+                         level=logging.INFO), logs.lines()
+        await redis.kill()
 
         # While it is down, messages are still answered: no memory, nothing false said.
         down = r.sink()
@@ -107,6 +114,24 @@ async def test_redis_lost_mid_run_then_back(redis_prefix: str) -> None:
         assert [c.body["message"] for c in calls[-2:]] == ["after", "follow-up"]
         assert calls[-1].body["conversationId"] == _conversation_of(r, "after")
         assert logs.lines(logging.WARNING) == []
+
+
+@contextmanager
+def logged(text: str) -> Iterator[asyncio.Event]:
+    """An event set when a log record containing ``text`` is made."""
+    seen = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Watch()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 def _conversation_of(r: object, message: str) -> str:
@@ -200,3 +225,30 @@ async def test_a_busy_replica_is_not_refused_by_its_own_connection_pool(
 async def _take_turn(store: object) -> None:
     async with store.turn("busy-conversation"):  # type: ignore[attr-defined]
         pass
+
+
+async def test_a_turn_released_during_a_redis_blip_does_not_hold_up_the_next(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A release lost to a blip would leave the lease for BRIDGE_LOCK_TTL (300 s): the
+    conversation's next message would wait that long."""
+    from bridge.store import Store, connect
+
+    env = {"BRIDGE_REDIS_PREFIX": redis_prefix, "BRIDGE_LOCK_WAIT": 5}
+    async with RedisProxy(redis_url) as proxy:
+        through = Settings(_env_file=None, REDIS_URL=proxy.url, **env)  # type: ignore[call-arg]
+        direct = Settings(_env_file=None, REDIS_URL=redis_url, **env)  # type: ignore[call-arg]
+        async with connect(through) as near, connect(direct) as far:
+            first, second = Store.from_settings(near, through), Store.from_settings(far, direct)
+            with recording() as logs:
+                async with first.turn("blip") as turn:
+                    turn.remember("conv-1", "m1", None)
+                    proxy.cut(0.3)  # the release meets a dead connection, then refusals
+            assert logs.find("could not release a conversation turn", level=logging.INFO)
+            started = time.monotonic()
+            async with second.turn("blip") as turn:
+                assert turn.state is not None and turn.state.conversation_id == "conv-1"
+            assert time.monotonic() - started < 1.0
+            keys = [k async for k in far.scan_iter(match=f"{redis_prefix}*", count=500)]
+            if keys:
+                await far.delete(*keys)
