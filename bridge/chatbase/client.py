@@ -576,6 +576,9 @@ class ChatStream:
         self._pending: deque[StreamEvent] = deque()
         self._ended = False
         self._result: ChatResult | None = None
+        self._deadline = 0.0
+        self._reading = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self.request_id: str | None = None
 
     async def __aenter__(self) -> ChatStream:
@@ -648,8 +651,7 @@ class ChatStream:
         try:
             parser.check()
             try:
-                async with asyncio.timeout(wait):
-                    chunk = await response.content.readany()
+                chunk = await self._read_within(response, wait)
             except TimeoutError as exc:
                 if not parser.finished:
                     raise StreamIdleTimeout(
@@ -685,7 +687,41 @@ class ChatStream:
             self._result = parser.result()
             self._release()
 
+    async def _read_within(self, response: aiohttp.ClientResponse, wait: float) -> bytes:
+        """``readany()`` that raises ``TimeoutError`` when nothing comes for ``wait`` seconds.
+
+        One timer per stream, moved only when it would fire too late, instead of an
+        ``asyncio.timeout`` per read: a stream reads once per delta, and arming and
+        cancelling a timer for each read was the bridge's largest cost per delta
+        (docs/performance.md)."""
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + wait
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._on_watchdog, response)
+        self._reading = True
+        try:
+            return await response.content.readany()
+        finally:
+            self._reading = False
+
+    def _on_watchdog(self, response: aiohttp.ClientResponse) -> None:
+        self._watchdog = None
+        if self._response is not response or not self._reading:
+            return  # released, or between reads: the next read arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._on_watchdog, response)
+            return
+        # Fails the pending read the way aiohttp's own read timeout does.
+        response.content.set_exception(TimeoutError("no data from Chatbase in time"))
+
     def _release(self, *, abort: bool = False) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
         response, self._response = self._response, None
         if response is None:
             return
