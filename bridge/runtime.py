@@ -71,7 +71,10 @@ class Runtime:
     async def _open(self) -> None:
         settings = self.settings
         api_key, agent_id = settings.require_chatbase()
-        self.session = aiohttp.ClientSession()
+        # Every answer in flight holds one Chatbase connection for its whole stream; with
+        # aiohttp's default cap of 100 connections, answer 101 would wait for one of them to
+        # end (docs/performance.md). Platform calls are bounded by pacing, not by this.
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._stack.push_async_callback(self.session.close)
         self.redis = await self._stack.enter_async_context(connect(settings))
         self.store = Store.from_settings(self.redis, settings, clock=self.clock)
