@@ -1,0 +1,207 @@
+"""Closed-loop load: N users each asking question after question, through the bridge or the
+floor, with a measurement window in the steady state.
+
+The bridge is the production composition (``bridge.runtime.Runtime``: its aiohttp session,
+Redis client, store, Redis-shared Chatbase limiter) with the real ``RelayService`` on top;
+only the Chatbase client is wrapped (``TimedChatbase``) and the pacer's store counted.
+The floor reads the same answers from the same fake over the same session and only
+``json.loads`` each ``data:`` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.models import InboundMessage, Place, Platform
+from bridge.pacing import Pacer
+from bridge.runtime import Runtime
+from bridge.service import RelayService
+from bridge.settings import Settings
+from tests.bench.answers import answer_text, question
+from tests.bench.instrument import (
+    AnswerRecord,
+    BenchSink,
+    CountingSlots,
+    DeltaCounter,
+    LoopLag,
+    TimedChatbase,
+    current_answer,
+)
+from tests.bench.procs import BenchServer
+
+_seeds = itertools.count(1)
+_events = itertools.count(1)
+
+
+@dataclass
+class Bridge:
+    runtime: Runtime
+    service: RelayService
+    slots: CountingSlots
+    counter: DeltaCounter
+    server: BenchServer
+
+    @property
+    def round_trips(self) -> int:
+        return self.runtime.store.round_trips
+
+
+def bench_settings(server: BenchServer, redis_url: str, prefix: str, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "CHATBASE_API_KEY": server.api_key,
+        "CHATBASE_AGENT_ID": server.agent_id,
+        "CHATBASE_API_BASE": server.chatbase_url,
+        "REDIS_URL": redis_url,
+        "BRIDGE_REDIS_PREFIX": prefix,
+        # Production keeps both; limits high enough that a benchmark user never meets them
+        # (the fake does not rate-limit, and Chatbase's own 100 per 10 s would cap turns).
+        "BRIDGE_USER_QUOTA": 1_000_000,
+        "BRIDGE_CHATBASE_RATE_LIMIT": 1_000_000,
+    }
+    values.update(extra)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def bridge(server: BenchServer, redis_url: str, **settings: Any) -> AsyncIterator[Bridge]:
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    runtime = Runtime(settings=bench_settings(server, redis_url, prefix, **settings))
+    async with runtime:
+        counter = DeltaCounter()
+        slots = CountingSlots(runtime.store)
+        service = RelayService(
+            settings=runtime.settings, store=runtime.store,
+            chatbase=TimedChatbase(runtime.chatbase, counter),
+            pacer=Pacer(slots=slots, clock=runtime.clock), clock=runtime.clock,
+            metrics=runtime.metrics,
+        )
+        try:
+            yield Bridge(runtime, service, slots, counter, server)
+        finally:
+            redis = runtime.redis
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await redis.delete(*keys[i:i + 1000])
+
+
+def message_for(user: int, seed: int, words: int, *, workspace: str = "G1") -> InboundMessage:
+    n = next(_events)
+    return InboundMessage(
+        place=Place(platform=Platform.DISCORD, workspace=workspace, channel=f"C{user}"),
+        author=f"U{user}", text=question(seed, words), message_id=f"m{n}",
+        event_id=f"bench-ev-{uuid.uuid4().hex}",
+    )
+
+
+async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
+              workspace: str = "G1", started: list[AnswerRecord] | None = None
+              ) -> AnswerRecord:
+    """One question through the real service into a ``BenchSink``; returns what was seen
+    (and puts the record in ``started`` at once, to watch it in flight)."""
+    seed = next(_seeds)
+    record = AnswerRecord(seed=seed, expected=answer_text(seed, words))
+    if started is not None:
+        started.append(record)
+    # Every answer gets a rate-limit space of its own (a Discord thread per question), so
+    # the figures show the bridge's delays, not the budget left over by the previous answer.
+    sink = BenchSink(http=bridge.server.session, url=bridge.server.platform_url,
+                     channel=f"{workspace}:C{user}:{seed}", record=record, interval=interval)
+    token = current_answer.set(record)
+    try:
+        record.started = time.perf_counter()
+        await bridge.service.handle_message(
+            message_for(user, seed, words, workspace=workspace), sink)
+    finally:
+        current_answer.reset(token)
+    return record
+
+
+async def floor_answer(session: Any, server: BenchServer, user: int, words: int,
+                       counter: DeltaCounter) -> None:
+    """The floor: the same request and bytes, each ``data:`` line ``json.loads``-ed."""
+    seed = next(_seeds)
+    body = {"message": question(seed, words), "userId": f"discord.U{user}", "stream": True}
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {server.api_key}"}
+    url = f"{server.chatbase_url}/agents/{server.agent_id}/chat"
+    async with session.post(url, json=body, headers=headers) as response:
+        rest = b""
+        while True:
+            chunk = await response.content.readany()
+            if not chunk:
+                break
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                if (line.startswith(b"data: ") and line != b"data: [DONE]"
+                        and json.loads(line[6:]).get("type") == "text-delta"):
+                    counter.deltas += 1
+
+
+@dataclass
+class Window:
+    """Counters over the steady-state window of one closed-loop run."""
+
+    start: float = 0.0
+    end: float = 0.0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    deltas: int = 0
+    lag: list[float] = field(default_factory=list)
+    records: list[AnswerRecord] = field(default_factory=list)
+    answers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def closed_loop(
+    *,
+    users: int,
+    answer_seconds: float,
+    warm: float,
+    measure: float,
+    one: Callable[[int], Awaitable[AnswerRecord | None]],
+    counter: DeltaCounter,
+    snapshot: Callable[[], dict[str, float]] | None = None,
+    cancel_tail: bool = False,
+) -> Window:
+    """``users`` loops of ``one(user)``, started spread over ``answer_seconds`` so the load is
+    steady; counters are read at ``warm`` and ``warm + measure`` seconds. Answers running at
+    the end finish (and are checked) unless ``cancel_tail`` (for the floor)."""
+    lag = LoopLag()
+    window = Window()
+    records: list[AnswerRecord] = []
+    start = time.perf_counter()
+    stop_at = start + warm + measure
+
+    async def user_loop(user: int) -> None:
+        await asyncio.sleep(answer_seconds * user / users)
+        while time.perf_counter() < stop_at:
+            record = await one(user)
+            if record is not None:
+                records.append(record)
+
+    async with lag.running():
+        tasks = [asyncio.create_task(user_loop(u)) for u in range(users)]
+        await asyncio.sleep(max(0.0, start + warm - time.perf_counter()))
+        t0, c0, d0, m0 = time.perf_counter(), time.process_time(), counter.deltas, lag.mark()
+        s0 = snapshot() if snapshot else {}
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        t1, c1, d1, m1 = time.perf_counter(), time.process_time(), counter.deltas, lag.mark()
+        s1 = snapshot() if snapshot else {}
+        if cancel_tail:
+            for task in tasks:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=cancel_tail)
+    window.start, window.end = t0, t1
+    window.seconds, window.cpu, window.deltas = t1 - t0, c1 - c0, d1 - d0
+    window.lag = lag.since(m0, m1)
+    window.records = records
+    window.answers = len(records)
+    window.extra = {k: s1[k] - s0.get(k, 0.0) for k in s1}
+    return window

