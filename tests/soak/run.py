@@ -128,7 +128,6 @@ class Plan:
     kind: str
     expected: str
     k: int = 0
-    gate: Gate | None = None
 
     def pre_fault(self, attempt: int) -> _Fault | tuple[str, float] | None:
         if (self.kind == "500-once" and attempt == 0) or self.kind == "500-always":
@@ -149,8 +148,10 @@ class Plan:
             return Answer(fault=faults[self.kind], fault_after=self.k)
         if self.kind == "idle-stall":
             return Answer(gate=StallAfter(self.k, TIMEOUT + 1.5))
-        if self.gate is not None:
-            return Answer(gate=self.gate)
+        if self.kind == "gone":
+            # Slow enough to delete its first message mid-answer, each pause well inside
+            # the idle timeout.
+            return Answer(delta_delay=TIMEOUT / 5)
         return None
 
 
@@ -483,14 +484,20 @@ class Conversation:
             tally.platform_faults[platform] += 1
             if platform == "gone":
                 kind = "gone"
-        plan = plan_for(kind, text, rng)
         if kind == "gone":
-            plan.gate = Gate()
+            text += " " + " ".join(rng.choice(WORDS) for _ in range(12))
+        plan = plan_for(kind, text, rng)
         w.chatbase.plans[text] = plan
-        if platform == "429":
-            w.slack.fail_next(rng.choice(SLACK_WRITES), "ratelimited", retry_after=0.2)
-        elif platform == "5xx":
-            w.slack.fail_next(rng.choice(SLACK_WRITES), "internal_error", status=500)
+        if platform in ("429", "5xx"):
+            # At most one waiting fault per method: faults queued on a method short answers
+            # rarely call would otherwise pile up and all hit the next long answer.
+            free = [m for m in SLACK_WRITES if not w.slack._faults.get(m)]
+            if not free:
+                tally.platform_faults[platform] -= 1
+            elif platform == "429":
+                w.slack.fail_next(rng.choice(free), "ratelimited", retry_after=0.2)
+            else:
+                w.slack.fail_next(rng.choice(free), "internal_error", status=500)
 
         began = time.monotonic()
         event_id = f"Ev{self.index:04d}x{self.turn:05d}"
@@ -499,8 +506,8 @@ class Conversation:
         sends = [self._deliver(payload, rng.randrange(2), n or None) for n in range(copies)]
         delivered = sum(await asyncio.gather(*sends))
         tally.deliveries += copies
-        if plan.gate is not None:
-            await self._lose_first_part(plan.gate, text)
+        if kind == "gone":
+            await self._lose_first_part()
         finished = await w.board.wait(event_id, delivered, config.turn_timeout)
         tally.seconds[plan.kind].append(time.monotonic() - began)
         TURNS_DONE[0] += 1
@@ -511,32 +518,27 @@ class Conversation:
         self.turn += 1
         tally.turns += 1
 
-    async def _lose_first_part(self, gate: Gate, text: str) -> None:
-        """Show the first words, then delete that message as a person would, then let the
-        rest of the answer come."""
-        gate.release(1)
-        first = split_words(f"Echo: {text}")[0]
+    async def _lose_first_part(self) -> None:
+        """Delete this turn's first message while the answer is still being written, as a
+        person would; never a finished one (that would leave the answer with nothing)."""
+        where = None if self.dm else self.thread
+        deleted: list[str] = []
 
-        def shown() -> Any:
-            for message in list(self.w.slack.messages.values()):
-                if (message.channel == self.channel and not message.deleted
-                        and message.text.startswith(first) and message.history
-                        and message.thread_ts == (None if self.dm else self.thread)
-                        and len(message.history[0]) <= len(first) + 2):
-                    return message
-            return None
+        def delete_one_in_progress() -> bool:
+            # Checked and changed in one step: no request can slip in between.
+            for message in self.w.slack.messages.values():
+                if (message.channel == self.channel and message.thread_ts == where
+                        and not message.deleted and message.text.startswith("Echo: ")
+                        and (message.streaming or message.text.endswith("▌"))):
+                    message.deleted = True
+                    deleted.append(message.ts)
+                    return True
+            return False
 
-        # The stream is held meanwhile, so not for as long as its idle timeout: a first post
-        # delayed by another turn's injected 429 would turn this into a stalled answer.
         try:
-            await self.w.slack.wait_for(lambda: shown() is not None, within=TIMEOUT / 2)
+            await self.w.slack.wait_for(delete_one_in_progress, within=3 * TIMEOUT)
         except TimeoutError:
             self.tally.gone_skipped += 1
-        else:
-            found = shown()
-            if found is not None:
-                found.deleted = True
-        gate.open()
 
     def _check(self, event_id: str, plan: Plan, finished: bool, delivered: int) -> None:
         tally, slack = self.tally, self.w.slack
