@@ -72,8 +72,11 @@ current_answer: ContextVar[AnswerRecord | None] = ContextVar("current_answer", d
 
 
 class DeltaCounter:
+    """Text deltas handed to the service, and platform calls made, in this process."""
+
     def __init__(self) -> None:
         self.deltas = 0
+        self.platform_calls = 0
 
 
 class TimedStream:
@@ -176,9 +179,11 @@ class BenchSink:
         channel: str,
         record: AnswerRecord,
         interval: float,
+        counter: DeltaCounter | None = None,
         max_chars: int = 2000,
     ) -> None:
         self._http = http
+        self._counter = counter
         self._url = url
         self._key = f"bench:{channel}"
         self._record = record
@@ -196,6 +201,8 @@ class BenchSink:
 
     async def _call(self, op: str, text: str | None, message_id: str | None) -> str:
         self.calls += 1
+        if self._counter is not None:
+            self._counter.platform_calls += 1
         # The working signal (typing) is not a message write: it has a bucket of its own.
         key = self._key if op != "working" else f"{self._key}:working"
         body = {"key": key, "text": text, "id": message_id}

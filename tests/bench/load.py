@@ -75,6 +75,8 @@ async def bridge(server: BenchServer, redis_url: str, **settings: Any) -> AsyncI
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     runtime = Runtime(settings=bench_settings(server, redis_url, prefix, **settings))
     async with runtime:
+        # What Runtime.serve does once the platforms are connected.
+        runtime.freeze_startup_objects()
         counter = DeltaCounter()
         slots = CountingSlots(runtime.store)
         service = RelayService(
@@ -113,7 +115,8 @@ async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
     # Every answer gets a rate-limit space of its own (a Discord thread per question), so
     # the figures show the bridge's delays, not the budget left over by the previous answer.
     sink = BenchSink(http=bridge.server.session, url=bridge.server.platform_url,
-                     channel=f"{workspace}:C{user}:{seed}", record=record, interval=interval)
+                     channel=f"{workspace}:C{user}:{seed}", record=record, interval=interval,
+                     counter=bridge.counter)
     token = current_answer.set(record)
     try:
         record.started = time.perf_counter()

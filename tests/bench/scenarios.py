@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import os
@@ -10,11 +11,12 @@ import statistics
 import time
 import tracemalloc
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+import redis.asyncio as aioredis
 
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.sink import DEFAULT_INTERVAL
@@ -42,7 +44,7 @@ class Profile:
     latency: float = 0.05  # platform call latency, seconds
     interval: float = 1.0  # platform budget per channel (Discord: 5 writes per 5 s)
     cpu_users: int = 100
-    cpu_measure: float = 8.0
+    cpu_measure: float = 12.0
     cpu_rounds: int = 2
     single_answers: int = 10
     single_words: int = 20
@@ -50,7 +52,7 @@ class Profile:
     many_delay: float = 0.2  # 5 deltas/s each: 5,000 deltas/s in all
     many_words: int = 60
     many_measure: float = 8.0
-    tput_steps: tuple[int, ...] = (100, 150, 200, 250)
+    tput_steps: tuple[int, ...] = (100, 150, 200)
     tput_delay: float = 0.01
     tput_words: int = 300
     tput_measure: float = 6.0
@@ -237,11 +239,16 @@ async def cpu(ctx: Context) -> dict[str, Any]:
     seconds = _answer_seconds(p, p.words, p.delay)
     bridge_runs: list[Window] = []
     floor_runs: list[Window] = []
+    def snapshot() -> dict[str, float]:
+        return {"platform_calls": b.counter.platform_calls, "pacing": b.slots.calls,
+                "store_trips": b.round_trips}
+
     for round_no in range(p.cpu_rounds):
         ctx.progress(f"cpu round {round_no + 1}: bridge")
         window = await closed_loop(
             users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
             one=lambda u: ask(b, u, p.words, interval=p.interval), counter=b.counter,
+            snapshot=snapshot,
         )
         ctx.tally.records("cpu", window.records)
         bridge_runs.append(window)
@@ -257,15 +264,28 @@ async def cpu(ctx: Context) -> dict[str, Any]:
         ))
     bridge_us = [w.cpu / max(1, w.deltas) * 1e6 for w in bridge_runs]
     floor_us = [w.cpu / max(1, w.deltas) * 1e6 for w in floor_runs]
+    ratios = [bu / fu for bu, fu in zip(bridge_us, floor_us, strict=True)]
     records = [r for w in bridge_runs for r in _in_window(w.records, w)]
     calls = [r for w in bridge_runs for r in w.records]
+    deltas = max(1, sum(w.deltas for w in bridge_runs))
+    totals = {k: sum(w.extra[k] for w in bridge_runs)
+              for k in ("platform_calls", "pacing", "store_trips")}
+    totals["store_trips"] -= totals["pacing"]
+    # Calls per second of streaming (per 1/delay deltas) of one answer, besides the deltas.
+    per_stream_second = {k: round(v / deltas / p.delay, 2) for k, v in totals.items()}
     return {
         "users": p.cpu_users,
         "bridge_us_per_delta": round(statistics.median(bridge_us), 1),
         "floor_us_per_delta": round(statistics.median(floor_us), 1),
-        "ratio": round(statistics.median(bridge_us) / statistics.median(floor_us), 2),
+        # Each round pairs a bridge run with the floor run right after it (same machine
+        # weather); the figure is the median of those pairs.
+        "ratio": round(statistics.median(ratios), 2),
+        "round_ratios": [round(r, 2) for r in ratios],
         "rounds": [{"bridge": _load(bw), "floor": _load(fw)}
                    for bw, fw in zip(bridge_runs, floor_runs, strict=True)],
+        "calls_per_stream_second": {"platform": per_stream_second["platform_calls"],
+                                    "pacing_redis": per_stream_second["pacing"],
+                                    "turn_redis": per_stream_second["store_trips"]},
         "latency": _latency(records),
         "platform_calls_per_answer": round(
             statistics.mean(len(r.text_calls) for r in calls), 1) if calls else None,
@@ -328,12 +348,28 @@ async def throughput(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------- platforms
 
 
+@contextlib.asynccontextmanager
+async def _prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of its own, whose keys are deleted afterwards (REDIS_URL may be shared)."""
+    name = f"bench:{uuid.uuid4().hex[:8]}:"
+    try:
+        yield name
+    finally:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{name}*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.delete(*keys[i:i + 1000])
+        finally:
+            await client.aclose()
+
+
 async def slack_pacing(ctx: Context, *, scale: float, answers: int) -> dict[str, Any]:
     """``answers`` mentions at once in one Slack workspace, through the real Slack adapter
     (Bolt, SlackSink) against the fake Web API enforcing the tiers (time scaled)."""
     p = ctx.profile
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    async with slack_stack(ctx.redis_url, prefix, scale=scale) as st:
+    async with _prefix(ctx.redis_url) as prefix, \
+            slack_stack(ctx.redis_url, prefix, scale=scale) as st:
         st.chatbase.answer_text_for = answer_for
         st.chatbase.default_answer = Answer(delta_delay=p.delay,
                                             first_token_delay=p.ttft)
@@ -369,8 +405,8 @@ async def discord_pacing(ctx: Context, *, answers: int) -> dict[str, Any]:
     the real Discord adapter (discord.py, ChannelSink) against the fake REST API enforcing
     5 writes per window per channel, time scaled by ``DISCORD_SCALE`` on both sides."""
     p = ctx.profile
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    async with discord_stack(ctx.redis_url, prefix, start=False) as s:
+    async with _prefix(ctx.redis_url) as prefix, \
+            discord_stack(ctx.redis_url, prefix, start=False) as s:
         busy = s.discord.add_channel(s.guild, "busy", threads_allowed=False)
         await _start_discord(s, DEFAULT_INTERVAL * DISCORD_SCALE)
         s.chatbase.answer_text_for = answer_for
@@ -424,8 +460,8 @@ def _max_gap(times: list[float]) -> float | None:
 async def slack_cadence(ctx: Context) -> dict[str, Any]:
     """One answer streaming alone in a Slack thread, on Slack's real tiers."""
     p = ctx.profile
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    async with slack_stack(ctx.redis_url, prefix, scale=1.0) as st:
+    async with _prefix(ctx.redis_url) as prefix, \
+            slack_stack(ctx.redis_url, prefix, scale=1.0) as st:
         st.chatbase.answer_text_for = answer_for
         st.chatbase.default_answer = Answer(delta_delay=p.cadence_delay,
                                             first_token_delay=p.ttft)
@@ -452,9 +488,9 @@ async def slack_cadence(ctx: Context) -> dict[str, Any]:
 async def discord_cadence(ctx: Context) -> dict[str, Any]:
     """One answer streaming alone in a Discord thread, at Discord's 1 write per second."""
     p = ctx.profile
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     interval = 1.0  # Discord allows 5 writes per 5 s per channel
-    async with discord_stack(ctx.redis_url, prefix, start=False) as s:
+    async with _prefix(ctx.redis_url) as prefix, \
+            discord_stack(ctx.redis_url, prefix, start=False) as s:
         adapter = await _start_discord(s, DEFAULT_INTERVAL)
         s.chatbase.answer_text_for = answer_for
         s.chatbase.default_answer = Answer(delta_delay=p.cadence_delay,
