@@ -71,9 +71,8 @@ SMOKE = Profile(
     name="smoke", words=40, delay=0.01, cpu_users=8, cpu_measure=1.0, cpu_rounds=1,
     single_answers=3, single_words=10, many_users=30, many_words=20, many_delay=0.02,
     many_measure=1.0, tput_steps=(20,), tput_words=40, tput_measure=1.0, mem_answers=10,
-    mem_hold=5, mem_spread=0.2,
-    turns_users=4, platform_answers=5, platform_words=20, cadence_words=30,
-    cadence_delay=0.05,
+    mem_hold=5, mem_spread=0.2, turns_users=4, platform_answers=5, platform_words=20,
+    cadence_words=30,
 )
 
 
@@ -239,6 +238,7 @@ async def cpu(ctx: Context) -> dict[str, Any]:
     seconds = _answer_seconds(p, p.words, p.delay)
     bridge_runs: list[Window] = []
     floor_runs: list[Window] = []
+
     def snapshot() -> dict[str, float]:
         return {"platform_calls": b.counter.platform_calls, "pacing": b.slots.calls,
                 "store_trips": b.round_trips}
