@@ -693,7 +693,7 @@ class ChatStream:
         One timer per stream, moved only when it would fire too late, instead of an
         ``asyncio.timeout`` per read: a stream reads once per delta, and arming and
         cancelling a timer for each read was the bridge's largest cost per delta
-        (docs/performance.md)."""
+        (README.md (Performance))."""
         loop = asyncio.get_running_loop()
         self._deadline = deadline = loop.time() + wait
         watchdog = self._watchdog
