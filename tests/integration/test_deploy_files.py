@@ -5,7 +5,6 @@ healthcheck really probes /healthz."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import shlex
@@ -14,15 +13,12 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from bridge.cli import build_parser, hostname_ordinal, shard_group_ids
 from bridge.http import create_app
@@ -347,38 +343,3 @@ def test_dockerignore_lets_the_copied_sources_through() -> None:
         assert needed in ignore
 
 
-# ---------------------------------------------------------------------------- lock
-
-
-def _load_make_lock() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_lock", DEPLOY / "make_lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def lock_pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for raw in (DEPLOY / "requirements.lock").read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)", line)
-        assert match, f"not an exact pin: {line!r}"
-        pins[canonicalize_name(match.group(1))] = match.group(2)
-    return pins
-
-
-def test_lock_pins_every_runtime_dependency_as_installed() -> None:
-    pins = lock_pins()
-    expected = _load_make_lock().closure()
-    assert pins == expected, (
-        "deploy/requirements.lock is stale: run `python deploy/make_lock.py`")
-    for raw in pyproject()["project"]["dependencies"]:
-        requirement = Requirement(raw)
-        name = canonicalize_name(requirement.name)
-        assert name in pins, f"{requirement.name} is not pinned"
-        assert requirement.specifier.contains(pins[name], prereleases=True)
-    for tool in ("pytest", "mypy", "ruff", "hypothesis", "kubernetes-validate"):
-        assert tool not in pins, f"{tool} is a test tool, not a runtime dependency"
