@@ -12,9 +12,19 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings as hypothesis_settings
 
 from tests.fakes import secrets
 from tests.fakes.embedded_server import SessionRedis
+
+# Property tests: the same commit gives the same result. The default profile derives every
+# example from the test itself and keeps no example database between runs; set
+# HYPOTHESIS_PROFILE=explore for fresh randomness and ten times the examples (docs/development.md).
+hypothesis_settings.register_profile("default", derandomize=True, database=None,
+                                     max_examples=300)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None,
+                                     max_examples=3000)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_empty_text() -> None:
 alphabet = st.sampled_from(["a", "b", " ", "\n", "```", "~~~", "`", "python", "\r\n", "é", "🙂"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(deadline=None)
 @given(pieces=st.lists(alphabet, max_size=300), limit=st.integers(min_value=16, max_value=200))
 def test_any_text_splits_exactly(pieces: list[str], limit: int) -> None:
     text = "".join(pieces)
@@ -65,7 +65,7 @@ def test_any_text_splits_exactly(pieces: list[str], limit: int) -> None:
     assert all(len(part.text) <= limit for part in parts)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(deadline=None)
 @given(pieces=st.lists(alphabet, max_size=300), limit=st.integers(min_value=120, max_value=400))
 def test_fences_stay_balanced(pieces: list[str], limit: int) -> None:
     # Fences are balanced whenever re-opening one fits in a part: markers shorter than a
@@ -79,7 +79,7 @@ def test_fences_stay_balanced(pieces: list[str], limit: int) -> None:
         assert fences_balanced(part.text), part.text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(text=st.text(max_size=600), limit=st.integers(min_value=16, max_value=120))
 def test_arbitrary_unicode_splits_exactly(text: str, limit: int) -> None:
     parts = split_text(text, limit)

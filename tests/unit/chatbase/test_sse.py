@@ -449,7 +449,7 @@ def valid_streams(draw: st.DrawFn) -> bytes:
     return "".join(out).encode()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=valid_streams(), cuts=st.lists(st.integers(min_value=0, max_value=4000),
                                            max_size=12))
 def test_rechunking_never_changes_the_events(data: bytes, cuts: list[int]) -> None:
@@ -460,7 +460,7 @@ def test_rechunking_never_changes_the_events(data: bytes, cuts: list[int]) -> No
     assert isinstance(whole_events[-1], StreamFinish)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(chunks=st.lists(st.binary(max_size=64), max_size=10))
 def test_arbitrary_bytes_only_raise_bridge_errors(chunks: list[bytes]) -> None:
     parser = StreamParser()
@@ -484,7 +484,7 @@ _KEYS = ["messageId", "delta", "toolCallId", "toolName", "input", "messageMetada
          "metadata", "finishReason", "usage", "credits", "conversationId", "errorText", "error"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(chunks=st.lists(
     st.fixed_dictionaries({"type": st.sampled_from(_TYPES)},
                           optional={k: _json for k in _KEYS}),

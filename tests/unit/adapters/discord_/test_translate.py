@@ -295,7 +295,7 @@ facts_strategy = st.sampled_from([TEXT_CAN_THREAD, TEXT_NO_THREAD, IN_THREAD,
                                   ChannelFacts(kind=ChannelKind.OTHER)])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(data=json_value | truncated_message(), facts=facts_strategy)
 def test_any_message_payload_translates_or_is_dropped(data: Any, facts: ChannelFacts) -> None:
     decision = decide(data, facts)
@@ -323,7 +323,7 @@ def truncated_reaction(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(data=json_value | truncated_reaction(), added=st.booleans())
 def test_any_reaction_payload_translates_or_is_dropped(data: Any, added: bool) -> None:
     event = react(data, added)

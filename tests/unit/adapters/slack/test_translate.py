@@ -275,7 +275,7 @@ def check_valid(result: object) -> None:
         assert result.place is None or (result.place.workspace and result.place.channel)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(json_values | slackish)
 def test_arbitrary_payloads_never_crash(body: Any) -> None:
     for fn in TRANSLATORS:
@@ -308,7 +308,7 @@ def _damage(value: Any, choices: list[int]) -> Any:
     return value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(st.sampled_from(range(len(SAMPLES))), st.lists(st.integers(0, 6), max_size=60))
 def test_truncated_payloads_never_crash(index: int, choices: list[int]) -> None:
     body = _damage(copy.deepcopy(SAMPLES[index]), list(choices))
