@@ -1,5 +1,5 @@
 """``python -m bridge``: the same command line as ``chatbase-bridge``."""
 
-from bridge.cli import main
+from bridge.app.cli import main
 
 raise SystemExit(main())

@@ -24,10 +24,11 @@ import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bridge.errors import BridgeError, ConfigError, PlatformError
-from bridge.feedback import FeedbackPolicy
-from bridge.metrics import Metrics
-from bridge.models import (
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.core.errors import BridgeError, ConfigError, PlatformError
+from bridge.core.feedback import FeedbackPolicy
+from bridge.core.models import (
     Feedback,
     InboundFeedbackButton,
     InboundMessage,
@@ -35,8 +36,7 @@ from bridge.models import (
     Platform,
     ReplyRecord,
 )
-from bridge.ports import Relay, ReplySink
-from bridge.settings import Settings
+from bridge.core.ports import Relay, ReplySink
 
 from . import translate
 from .sink import DEFAULT_INTERVAL, NO_MENTIONS, ChannelSink, InteractionSink, ThreadRequest
@@ -79,7 +79,7 @@ class _Client(discord.AutoShardedClient):
 
 
 class DiscordAdapter:
-    """The Discord side of the bridge (``bridge.ports.PlatformAdapter``)."""
+    """The Discord side of the bridge (``bridge.core.ports.PlatformAdapter``)."""
 
     def __init__(
         self,

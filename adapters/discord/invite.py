@@ -7,7 +7,7 @@ import binascii
 
 import discord
 
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 
 from .translate import snowflake
 

@@ -21,9 +21,9 @@ import aiohttp
 import discord
 from discord.http import handle_message_parameters
 
-from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.metrics import Metrics
-from bridge.ports import Budget, Operation, SinkLimits
+from bridge.app.metrics import Metrics
+from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.ports import Budget, Operation, SinkLimits
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bridge.models import InboundMessage, InboundReaction, Place, Platform
+from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
 
 # Discord message types a person writes (DEFAULT, REPLY); joins, pins, boosts, thread
 # starters and the like are system messages.

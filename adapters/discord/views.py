@@ -7,7 +7,7 @@ from typing import Any
 
 import discord
 
-from bridge.models import Feedback
+from bridge.core.models import Feedback
 
 # Stable ids: a message posted before a restart still routes its presses here, and the
 # answer it belongs to is found through the pressed message's id, not the custom id.

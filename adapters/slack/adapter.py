@@ -38,11 +38,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import translate
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
 from adapters.slack.translate import FEEDBACK_ACTION_ID, BotIdentity, Scope
-from bridge.errors import ConfigError, PlatformError
-from bridge.metrics import Metrics
-from bridge.models import InboundMessage, ReplyRecord
-from bridge.ports import Relay, ReplySink
-from bridge.settings import Settings
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.core.errors import ConfigError, PlatformError
+from bridge.core.models import InboundMessage, ReplyRecord
+from bridge.core.ports import Relay, ReplySink
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ _BOLT_LOG.addFilter(_BoltNoise())
 
 
 class SlackAdapter:
-    """Slack inside the runtime (``bridge.ports.PlatformAdapter``)."""
+    """Slack inside the runtime (``bridge.core.ports.PlatformAdapter``)."""
 
     def __init__(
         self,

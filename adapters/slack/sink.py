@@ -27,9 +27,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.markup import escape, escaped_length, escaped_prefix, split_for_escaped_limit
 from adapters.slack.translate import FEEDBACK_ACTION_ID
-from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.metrics import Metrics
-from bridge.ports import Budget, Operation, SinkLimits
+from bridge.app.metrics import Metrics
+from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.ports import Budget, Operation, SinkLimits
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class SlackApiFailure(PlatformError):
 
 
 class SlackApi:
-    """One Web API client with call counting and errors translated into bridge.errors."""
+    """One Web API client with call counting and errors translated into bridge.core.errors."""
 
     def __init__(self, *, client: AsyncWebClient, metrics: Metrics, timeout: float) -> None:
         self._client = client
@@ -226,7 +226,7 @@ class _StreamEnded(Exception):
 
 
 class SlackSink:
-    """Renders one reply (``bridge.ports.ReplySink``)."""
+    """Renders one reply (``bridge.core.ports.ReplySink``)."""
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.slack.markup import mentions_user, to_plain
-from bridge.models import (
+from bridge.core.models import (
     Feedback,
     InboundFeedbackButton,
     InboundMessage,

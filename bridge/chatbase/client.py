@@ -36,8 +36,8 @@ from yarl import URL
 
 from bridge.chatbase.limiter import RequestLimiter
 from bridge.chatbase.sse import StreamParser, events_from_result, result_from_json
-from bridge.clock import SystemClock
-from bridge.errors import (
+from bridge.core.clock import SystemClock
+from bridge.core.errors import (
     BridgeError,
     ChatbaseAPIError,
     ChatbaseError,
@@ -48,8 +48,8 @@ from bridge.errors import (
     StreamIdleTimeout,
     StreamInterrupted,
 )
-from bridge.models import ChatResult, Feedback, StreamEvent
-from bridge.ports import Clock
+from bridge.core.models import ChatResult, Feedback, StreamEvent
+from bridge.core.ports import Clock
 
 __all__ = [
     "ChatStream",

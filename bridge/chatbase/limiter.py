@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from bridge.clock import SystemClock
-from bridge.ports import Clock
+from bridge.core.clock import SystemClock
+from bridge.core.ports import Clock
 
 
 class RequestLimiter(Protocol):

@@ -6,7 +6,7 @@ Three layers, none doing I/O:
   ``[DONE]`` marker (SSE framing per the WHATWG spec, plus bare JSON lines as one legacy doc
   version described newline-delimited JSON).
 * ``StreamAssembler`` turns those chunks (AI SDK UIMessage stream protocol) into the typed
-  events of ``bridge.models`` and the final ``ChatResult``, tolerating every shape the
+  events of ``bridge.core.models`` and the final ``ChatResult``, tolerating every shape the
   Chatbase docs have published (``chatbase-api.md`` §3.2, §11.4).
 * ``StreamParser`` puts the two together for a client reading a response body.
 """
@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from bridge.errors import StreamError, StreamErrorChunk, StreamInterrupted, StreamMalformed
-from bridge.models import (
+from bridge.core.errors import StreamError, StreamErrorChunk, StreamInterrupted, StreamMalformed
+from bridge.core.models import (
     ChatResult,
     StreamEvent,
     StreamFinish,

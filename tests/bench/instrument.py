@@ -22,10 +22,10 @@ from typing import Any
 
 import aiohttp
 
-from bridge.errors import PlatformError, PlatformRateLimited
-from bridge.models import ChatResult, Feedback, TextDelta
-from bridge.pacing import SlotStore
-from bridge.ports import Budget, Operation, SinkLimits
+from bridge.core.errors import PlatformError, PlatformRateLimited
+from bridge.core.models import ChatResult, Feedback, TextDelta
+from bridge.core.ports import Budget, Operation, SinkLimits
+from bridge.core.rendering.pacing import SlotStore
 
 MARK = " ▌"
 

@@ -1,7 +1,7 @@
 """Closed-loop load: N users each asking question after question, through the bridge or the
 floor, with a measurement window in the steady state.
 
-The bridge is the production composition (``bridge.runtime.Runtime``: its aiohttp session,
+The bridge is the production composition (``bridge.app.runtime.Runtime``: its aiohttp session,
 Redis client, store, Redis-shared Chatbase limiter) with the real ``RelayService`` on top;
 only the Chatbase client is wrapped (``TimedChatbase``) and the pacer's store counted.
 The floor reads the same answers from the same fake over the same session and only
@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.models import InboundMessage, Place, Platform
-from bridge.pacing import Pacer
-from bridge.runtime import Runtime
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.core.models import InboundMessage, Place, Platform
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from tests.bench.answers import answer_text, question
 from tests.bench.instrument import (
     AnswerRecord,
@@ -120,7 +120,7 @@ async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
     token = current_answer.set(record)
     try:
         record.started = time.perf_counter()
-        await bridge.service.handle_message(
+        await bridge.core.service.handle_message(
             message_for(user, seed, words, workspace=workspace), sink)
     finally:
         current_answer.reset(token)

@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 class FakeClock:
-    """Implements ``bridge.ports.Clock``.
+    """Implements ``bridge.core.ports.Clock``.
 
     Manual mode: ``sleep`` parks the caller until the test calls ``advance``; tests wait for
     sleepers with ``await clock.sleepers(n)`` (an event, not a timer). Auto mode: every

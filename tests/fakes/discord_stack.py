@@ -19,13 +19,13 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.adapter import DiscordAdapter
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
 from bridge.chatbase.limiter import LocalLimiter
-from bridge.clock import SystemClock
-from bridge.metrics import Metrics
-from bridge.pacing import Pacer
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.core.clock import SystemClock
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase

@@ -11,17 +11,17 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
 from bridge.chatbase.limiter import LocalLimiter
-from bridge.clock import SystemClock
-from bridge.metrics import Metrics
-from bridge.models import InboundMessage, InboundReaction, Place, Platform
-from bridge.pacing import Pacer
-from bridge.ports import Clock
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.core.clock import SystemClock
+from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
+from bridge.core.ports import Clock
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
+from bridge.core.tools import ToolRegistry
 from bridge.store import Store
-from bridge.tools import ToolRegistry
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.clock import FakeClock

@@ -22,7 +22,7 @@ def register(*values: str | None) -> None:
 
 
 def register_settings(settings: object) -> None:
-    """Remember every ``SecretStr`` field of a ``bridge.settings.Settings``."""
+    """Remember every ``SecretStr`` field of a ``bridge.app.settings.Settings``."""
     for name in type(settings).model_fields:  # type: ignore[attr-defined]
         value = getattr(settings, name)
         if isinstance(value, SecretStr):

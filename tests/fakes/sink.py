@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.ports import Budget, Clock, Operation, SinkLimits
+from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.ports import Budget, Clock, Operation, SinkLimits
 
 
 @dataclass

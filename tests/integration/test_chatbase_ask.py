@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridge.chatbase.ask import CLI_TOOL_OUTPUT, ask, default_user_id
-from bridge.settings import Settings, load_settings
+from bridge.app.ask import CLI_TOOL_OUTPUT, ask, default_user_id
+from bridge.app.settings import Settings, load_settings
 from tests.fakes.chatbase import Answer, FakeChatbase, FakeToolCall, StreamFault, Variant
 
 KEY = "sk-ask-secret"

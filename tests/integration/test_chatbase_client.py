@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bridge.chatbase import ChatbaseClient, LocalLimiter
-from bridge.errors import (
+from bridge.core.errors import (
     ChatbaseAPIError,
     ChatbaseRateLimited,
     ChatbaseUnavailable,
@@ -20,7 +20,7 @@ from bridge.errors import (
     StreamInterrupted,
     StreamMalformed,
 )
-from bridge.models import (
+from bridge.core.models import (
     ChatResult,
     Feedback,
     StreamEvent,

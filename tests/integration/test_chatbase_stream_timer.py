@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from bridge.chatbase import ChatbaseClient, LocalLimiter
-from bridge.errors import StreamIdleTimeout
-from bridge.models import TextDelta
+from bridge.core.errors import StreamIdleTimeout
+from bridge.core.models import TextDelta
 from tests.fakes.chatbase import Answer, FakeChatbase, StreamFault
 
 IDLE = 0.3

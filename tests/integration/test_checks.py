@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.checks import (
+from bridge.app.checks import (
     MESSAGE_CONTENT_FLAGS,
     CheckResult,
     Status,
@@ -21,7 +21,7 @@ from bridge.checks import (
     run_checks,
     shard_problem,
 )
-from bridge.settings import Settings, load_settings
+from bridge.app.settings import Settings, load_settings
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.discord_rest import FakeDiscord
 from tests.fakes.slack import FakeSlack

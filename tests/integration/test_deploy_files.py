@@ -20,10 +20,10 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from bridge.cli import build_parser, hostname_ordinal, shard_group_ids
-from bridge.http import create_app
-from bridge.metrics import Metrics
-from bridge.settings import Settings, env_name
+from bridge.app.cli import build_parser, hostname_ordinal, shard_group_ids
+from bridge.app.http import create_app
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -284,7 +284,7 @@ def test_dockerfile_is_slim_non_root_and_exec_form() -> None:
     entrypoint = json.loads(_all("ENTRYPOINT")[-1])
     scripts = pyproject()["project"]["scripts"]
     assert entrypoint == ["chatbase-bridge"] and "chatbase-bridge" in scripts
-    assert scripts["chatbase-bridge"] == "bridge.cli:main"
+    assert scripts["chatbase-bridge"] == "bridge.app.cli:main"
     assert json.loads(_all("CMD")[-1]) == ["run"]
     assert _all("EXPOSE") == [str(DEFAULTS["http_port"].default)]
 

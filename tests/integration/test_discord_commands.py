@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.split import split_text
+from bridge.core.split import split_text
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_rest import Call
 from tests.fakes.discord_stack import DiscordStack, discord_stack

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.models import Platform
-from bridge.split import join_bodies, split_text
+from bridge.core.models import Platform
+from bridge.core.split import join_bodies, split_text
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_rest import Call
 from tests.fakes.discord_stack import DiscordStack, discord_stack

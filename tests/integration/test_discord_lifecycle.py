@@ -9,8 +9,8 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from pydantic import SecretStr
 
-from bridge import notices
-from bridge.errors import ConfigError
+from bridge.core import notices
+from bridge.core.errors import ConfigError
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_stack import discord_stack
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from bridge.http import create_app
-from bridge.metrics import CONTENT_TYPE_LATEST
+from bridge.app.http import create_app
+from bridge.app.metrics import CONTENT_TYPE_LATEST
 from tests.fakes.chatbase import Answer
 from tests.fakes.harness import harness
 

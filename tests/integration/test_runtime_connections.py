@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.models import TextDelta
-from bridge.runtime import Runtime
-from bridge.settings import Settings
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.core.models import TextDelta
 from tests.fakes.chatbase import Answer, FakeChatbase, Gate
 
 IN_FLIGHT = 120  # more than aiohttp's default connection cap of 100

@@ -6,12 +6,12 @@ import asyncio
 import json
 from typing import Any
 
-from bridge import notices
-from bridge.errors import PlatformRateLimited
-from bridge.identity import conversation_key
-from bridge.models import Platform, ReplyRecord
-from bridge.split import join_bodies, split_text
-from bridge.tools import ToolRegistry
+from bridge.core import notices
+from bridge.core.errors import PlatformRateLimited
+from bridge.core.identity import conversation_key
+from bridge.core.models import Platform, ReplyRecord
+from bridge.core.split import join_bodies, split_text
+from bridge.core.tools import ToolRegistry
 from tests.fakes.chatbase import Answer, FakeToolCall, Gate, StreamFault
 from tests.fakes.clock import FakeClock
 from tests.fakes.harness import harness

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.slack.adapter import SlackAdapter
-from bridge.errors import ConfigError
-from bridge.metrics import Metrics
-from bridge.settings import Settings
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.core.errors import ConfigError
 from tests.fakes.chatbase import Answer
 from tests.fakes.slack import (
     FakeSlack,

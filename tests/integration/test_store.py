@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.errors import StoreError
-from bridge.models import Platform, ReplyRecord
-from bridge.settings import load_settings
+from bridge.app.settings import load_settings
+from bridge.core.errors import StoreError
+from bridge.core.models import Platform, ReplyRecord
 from bridge.store import RedisLimiter, Store, connect
 
 MakeStore = Callable[..., Store]

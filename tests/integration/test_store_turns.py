@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.errors import StoreError, TurnTimeout
+from bridge.core.errors import StoreError, TurnTimeout
 from bridge.store import Store, Turn
 
 MakeStore = Callable[..., Store]

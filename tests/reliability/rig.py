@@ -13,14 +13,14 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from bridge.app.logs import _STANDARD
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
-from bridge.clock import SystemClock
-from bridge.logs import _STANDARD
-from bridge.metrics import Metrics
-from bridge.pacing import Pacer
-from bridge.ports import Clock
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.core.clock import SystemClock
+from bridge.core.ports import Clock
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase

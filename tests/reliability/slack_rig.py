@@ -18,14 +18,14 @@ from aiohttp.test_utils import TestServer
 
 from adapters.slack.adapter import EVENTS_PATH, SlackAdapter
 from adapters.slack.sink import SlackPacing
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
 from bridge.chatbase.limiter import LocalLimiter
-from bridge.clock import SystemClock
-from bridge.metrics import Metrics
-from bridge.pacing import Pacer
-from bridge.ports import Clock
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.core.clock import SystemClock
+from bridge.core.ports import Clock
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase

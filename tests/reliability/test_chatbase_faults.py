@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bridge import notices
+from bridge.core import notices
 from tests.fakes.chatbase import Answer, FakeChatbase, StreamFault
 from tests.fakes.clock import FakeClock
 from tests.reliability.rig import Records, recording, rig

@@ -7,7 +7,7 @@ import asyncio
 import random
 from collections import defaultdict
 
-from bridge import notices
+from bridge.core import notices
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.sink import RecordingSink
 from tests.fakes.slack import event_envelope, message_event

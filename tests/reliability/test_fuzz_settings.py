@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import ConfigError
-from bridge.settings import Settings, env_name, load_settings
+from bridge.app.settings import Settings, env_name, load_settings
+from bridge.core.errors import ConfigError
 
 NAMES = sorted(env_name(field) for field in Settings.model_fields)
 SECRET_NAMES = [n for n in NAMES if n.endswith(("KEY", "TOKEN", "SECRET"))]

@@ -22,9 +22,9 @@ from aiohttp import web
 
 from bridge.chatbase.client import ChatbaseClient
 from bridge.chatbase.limiter import LocalLimiter
-from bridge.pacing import Pacer
-from bridge.render import MAX_FAILURES
-from bridge.service import RelayService
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.rendering.renderer import MAX_FAILURES
+from bridge.core.service import RelayService
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.clock import FakeClock
 from tests.fakes.discord_rest import Call, FakeDiscord

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bridge import notices
+from bridge.core import notices
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.slack import FakeSlack, event_envelope, mention_event, message_event
 from tests.reliability.keyspace import turn_queue_watch

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from adapters.slack.adapter import RESET_FAILED, RESET_NOTHING
-from bridge.errors import StoreError
-from bridge.runtime import Runtime
-from bridge.settings import Settings
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.core.errors import StoreError
 from tests.fakes import secrets
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.slack import event_envelope, mention_event, slash_command

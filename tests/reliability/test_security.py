@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from adapters.slack.adapter import RESET_NOT_HERE
-from bridge import notices
-from bridge.identity import place_key
-from bridge.models import Place, Platform
-from bridge.settings import ConversationScope
+from bridge.app.settings import ConversationScope
+from bridge.core import notices
+from bridge.core.identity import place_key
+from bridge.core.models import Place, Platform
 from tests.fakes.chatbase import Answer, FakeChatbase, StreamFault
 from tests.fakes.discord_stack import DiscordStack, discord_stack
 from tests.fakes.slack import (

@@ -46,16 +46,16 @@ from aiohttp.test_utils import TestServer
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.sink import SlackPacing, SlackSink
-from bridge import notices
+from bridge.app.logs import _context
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
-from bridge.clock import SystemClock
-from bridge.logs import _context
-from bridge.metrics import Metrics
-from bridge.models import InboundFeedbackButton, InboundMessage, InboundReaction, Place
-from bridge.pacing import Pacer
-from bridge.ports import ReplySink, SinkOpener
-from bridge.service import RelayService
-from bridge.settings import Settings
+from bridge.core import notices
+from bridge.core.clock import SystemClock
+from bridge.core.models import InboundFeedbackButton, InboundMessage, InboundReaction, Place
+from bridge.core.ports import ReplySink, SinkOpener
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from bridge.store import Store, connect
 from tests.fakes import secrets
 from tests.fakes.chatbase import _JSON, Answer, FakeChatbase, Gate, StreamFault, _Fault, split_words

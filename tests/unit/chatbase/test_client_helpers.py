@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.chatbase.client import api_error, check_user_id
-from bridge.errors import ChatbaseAPIError, InvalidUserId
+from bridge.core.errors import ChatbaseAPIError, InvalidUserId
 
 
 def test_error_envelope() -> None:

@@ -18,13 +18,13 @@ from bridge.chatbase.sse import (
     events_from_result,
     result_from_json,
 )
-from bridge.errors import (
+from bridge.core.errors import (
     BridgeError,
     StreamErrorChunk,
     StreamInterrupted,
     StreamMalformed,
 )
-from bridge.models import (
+from bridge.core.models import (
     ChatResult,
     StreamEvent,
     StreamFinish,

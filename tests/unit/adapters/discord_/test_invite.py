@@ -9,7 +9,7 @@ import discord
 import pytest
 
 from adapters.discord.invite import PERMISSIONS, SCOPES, application_id_from_token, invite_url
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 
 
 def test_invite_url_has_the_scopes_and_permissions() -> None:

@@ -10,10 +10,10 @@ from discord.http import HTTPClient, Route
 
 from adapters.discord.sink import ChannelSink, ThreadRequest
 from adapters.discord.views import NEGATIVE_ID, POSITIVE_ID, FeedbackView, layout_view
-from bridge.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.metrics import Metrics
-from bridge.models import Feedback
-from bridge.ports import Budget
+from bridge.app.metrics import Metrics
+from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.models import Feedback
+from bridge.core.ports import Budget
 from tests.fakes.discord_rest import Channel, FakeDiscord
 
 NONE = {"parse": []}

@@ -20,7 +20,7 @@ from adapters.discord.translate import (
     strip_bot_mention,
     thread_name,
 )
-from bridge.models import Place, Platform
+from bridge.core.models import Place, Platform
 
 BOT = "100000000000000001"
 USER = "200000000000000002"

@@ -9,7 +9,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.sink import SlackApi
-from bridge.metrics import Metrics
+from bridge.app.metrics import Metrics
 from tests.fakes.slack import FakeSlack
 
 

@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestServer
 
 from adapters.slack.adapter import EVENTS_PATH, SOMETHING_WENT_WRONG, SlackAdapter
 from adapters.slack.sink import POST_MAX_CHARS
-from bridge.errors import ConfigError, PlatformError
-from bridge.metrics import Metrics
-from bridge.models import (
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.core.errors import ConfigError, PlatformError
+from bridge.core.models import (
     InboundFeedbackButton,
     InboundMessage,
     InboundReaction,
@@ -26,8 +27,7 @@ from bridge.models import (
     Platform,
     ReplyRecord,
 )
-from bridge.ports import ReplySink, SinkOpener
-from bridge.settings import Settings
+from bridge.core.ports import ReplySink, SinkOpener
 from tests.fakes.slack import FakeSlack, event_envelope, mention_event, message_event
 
 TS = "1700000001.000100"

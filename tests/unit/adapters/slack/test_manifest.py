@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from adapters.slack.adapter import EVENTS_PATH
-from bridge.settings import Settings
+from bridge.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[4]
 MANIFEST = ROOT / "deploy" / "slack" / "manifest.yaml"

@@ -13,8 +13,8 @@ from adapters.slack.sink import (
     SlackSink,
     settled,
 )
-from bridge.errors import PlatformMessageGone, PlatformRateLimited
-from bridge.metrics import Metrics
+from bridge.app.metrics import Metrics
+from bridge.core.errors import PlatformMessageGone, PlatformRateLimited
 from tests.fakes.slack import FakeSlack
 
 THREAD = "1700000000.000100"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from adapters.slack import translate
 from adapters.slack.translate import BotIdentity, ResetRequest, Scope
-from bridge.models import (
+from bridge.core.models import (
     Feedback,
     InboundFeedbackButton,
     InboundMessage,

@@ -1,0 +1,368 @@
+"""Settings: the only reader of the environment and of the optional ``.env`` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.core.errors import ConfigError
+
+CsvList = Annotated[list[str], NoDecode]
+CsvInts = Annotated[list[int], NoDecode]
+
+
+class ConversationScope(StrEnum):
+    USER = "user"
+    THREAD = "thread"
+
+
+class FeedbackFrom(StrEnum):
+    ASKER = "asker"
+    ANYONE = "anyone"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+def _env(name: str) -> Any:
+    """Bind a field to exactly one environment variable name."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge. Field descriptions feed the README's reference table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=False,
+        frozen=True,
+    )
+
+    # ---------------------------------------------------------------- Chatbase
+    chatbase_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("CHATBASE_API_KEY"),
+        description="Chatbase API key (Workspace Settings → API Keys). Required.",
+    )
+    chatbase_agent_id: str | None = Field(
+        None, validation_alias=_env("CHATBASE_AGENT_ID"),
+        description="The Chatbase agent that answers. Required.",
+    )
+    chatbase_api_base: str = Field(
+        "https://www.chatbase.co/api/v2", validation_alias=_env("CHATBASE_API_BASE"),
+        description="Chatbase API v2 base URL.",
+    )
+    chatbase_rate_limit: int = Field(
+        100, ge=1, validation_alias=_env("BRIDGE_CHATBASE_RATE_LIMIT"),
+        description="Chatbase requests allowed per window, shared by all replicas.",
+    )
+    chatbase_rate_window: float = Field(
+        10.0, gt=0, validation_alias=_env("BRIDGE_CHATBASE_RATE_WINDOW"),
+        description="Length of the Chatbase rate-limit window in seconds.",
+    )
+    chatbase_timeout: float = Field(
+        30.0, gt=0, validation_alias=_env("BRIDGE_CHATBASE_TIMEOUT"),
+        description="Seconds to wait for Chatbase to start answering a request.",
+    )
+    stream_idle_timeout: float = Field(
+        60.0, gt=0, validation_alias=_env("BRIDGE_STREAM_IDLE_TIMEOUT"),
+        description="Seconds without a byte from a Chatbase stream before it counts as stalled.",
+    )
+    chatbase_max_wait: float = Field(
+        30.0, ge=0, validation_alias=_env("BRIDGE_CHATBASE_MAX_WAIT"),
+        description="Longest total wait on Chatbase 429s for one request before giving up.",
+    )
+
+    # ---------------------------------------------------------------- Redis
+    redis_url: str | None = Field(
+        None, validation_alias=_env("REDIS_URL"),
+        description="Redis URL. Unset: an embedded Redis for one process, kept in BRIDGE_DATA_DIR.",
+    )
+    data_dir: Path = Field(
+        Path(".bridge-data"), validation_alias=_env("BRIDGE_DATA_DIR"),
+        description="Folder for the embedded Redis's data when REDIS_URL is unset.",
+    )
+    redis_prefix: str = Field(
+        "cbb:", min_length=1, validation_alias=_env("BRIDGE_REDIS_PREFIX"),
+        description="Prefix of every Redis key the bridge writes.",
+    )
+    conversation_ttl: int = Field(
+        30 * 86400, ge=60, validation_alias=_env("BRIDGE_CONVERSATION_TTL"),
+        description="Seconds a conversation is remembered after its last turn (sliding).",
+    )
+    reply_ttl: int = Field(
+        30 * 86400, ge=60, validation_alias=_env("BRIDGE_REPLY_TTL"),
+        description="Seconds a reply stays reachable for reactions and buttons.",
+    )
+    dedup_ttl: int = Field(
+        86400, ge=60, validation_alias=_env("BRIDGE_DEDUP_TTL"),
+        description="Seconds a platform event id is remembered to drop redeliveries.",
+    )
+    lock_ttl: int = Field(
+        300, ge=5, validation_alias=_env("BRIDGE_LOCK_TTL"),
+        description="Seconds a conversation turn lock lives if its holder dies.",
+    )
+    lock_wait: float = Field(
+        600.0, gt=0, validation_alias=_env("BRIDGE_LOCK_WAIT"),
+        description="Longest wait for the previous turn of a conversation to finish.",
+    )
+
+    # ---------------------------------------------------------------- conversations
+    conversation_scope: ConversationScope = Field(
+        ConversationScope.USER, validation_alias=_env("BRIDGE_CONVERSATION_SCOPE"),
+        description="`user`: one conversation per person per thread; `thread`: everyone in a "
+        "thread shares one.",
+    )
+    dm_idle_reset: int = Field(
+        86400, ge=0, validation_alias=_env("BRIDGE_DM_IDLE_RESET"),
+        description="Seconds of silence after which a DM starts a new conversation (0: never).",
+    )
+    max_input_chars: int = Field(
+        4000, ge=1, validation_alias=_env("BRIDGE_MAX_INPUT_CHARS"),
+        description="Longest message the bridge forwards to Chatbase.",
+    )
+    user_quota: int = Field(
+        30, ge=0, validation_alias=_env("BRIDGE_USER_QUOTA"),
+        description="Messages one person may send per quota window (0: no quota).",
+    )
+    user_quota_window: int = Field(
+        3600, ge=1, validation_alias=_env("BRIDGE_USER_QUOTA_WINDOW"),
+        description="Length of the per-user quota window in seconds.",
+    )
+    user_id_secret: SecretStr | None = Field(
+        None, validation_alias=_env("BRIDGE_USER_ID_SECRET"),
+        description="When set, Chatbase userIds are HMAC pseudonyms instead of platform ids.",
+    )
+    tools_module: str | None = Field(
+        None, validation_alias=_env("BRIDGE_TOOLS_MODULE"),
+        description="Python module that registers client-action handlers (see README).",
+    )
+    max_tool_rounds: int = Field(
+        5, ge=0, le=20, validation_alias=_env("BRIDGE_MAX_TOOL_ROUNDS"),
+        description="Most client-action rounds in one answer.",
+    )
+
+    # ---------------------------------------------------------------- feedback
+    feedback_from: FeedbackFrom = Field(
+        FeedbackFrom.ASKER, validation_alias=_env("BRIDGE_FEEDBACK_FROM"),
+        description="Whose reactions count as feedback: `asker` or `anyone`.",
+    )
+    feedback_positive: CsvList = Field(
+        ["+1", "thumbsup", "👍"], validation_alias=_env("BRIDGE_FEEDBACK_POSITIVE"),
+        description="Reaction names that mean positive feedback (comma-separated).",
+    )
+    feedback_negative: CsvList = Field(
+        ["-1", "thumbsdown", "👎"], validation_alias=_env("BRIDGE_FEEDBACK_NEGATIVE"),
+        description="Reaction names that mean negative feedback (comma-separated).",
+    )
+    regenerate_reactions: CsvList = Field(
+        ["arrows_counterclockwise", "🔄"], validation_alias=_env("BRIDGE_REGENERATE_REACTIONS"),
+        description="Reaction names that regenerate the latest answer (comma-separated).",
+    )
+
+    # ---------------------------------------------------------------- Slack
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_BOT_TOKEN"),
+        description="Slack bot token (`xoxb-…`). Enables Slack.",
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_APP_TOKEN"),
+        description="Slack app-level token (`xapp-…`, connections:write): Socket Mode.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET"),
+        description="Slack signing secret: HTTP Events API mode (without SLACK_APP_TOKEN).",
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", validation_alias=_env("SLACK_API_URL"),
+        description="Slack Web API base URL (GovSlack, proxies, tests).",
+    )
+    slack_allowed_teams: CsvList = Field(
+        [], validation_alias=_env("BRIDGE_SLACK_ALLOWED_TEAMS"),
+        description="Slack team (or enterprise) ids the bot answers in; empty: all.",
+    )
+    slack_allowed_channels: CsvList = Field(
+        [], validation_alias=_env("BRIDGE_SLACK_ALLOWED_CHANNELS"),
+        description="Slack channel ids the bot answers in (DMs always); empty: all.",
+    )
+    slack_feedback_buttons: bool = Field(
+        False, validation_alias=_env("BRIDGE_SLACK_FEEDBACK_BUTTONS"),
+        description="Add Slack's native 👍/👎 feedback buttons under finished answers.",
+    )
+    slack_native_streaming: bool = Field(
+        True, validation_alias=_env("BRIDGE_SLACK_NATIVE_STREAMING"),
+        description="Stream threaded answers with chat.startStream (else post + update).",
+    )
+    slack_reset_command: str = Field(
+        "/chatbase-reset", pattern=r"^/[a-z0-9_-]{1,31}$",
+        validation_alias=_env("BRIDGE_SLACK_RESET_COMMAND"),
+        description="Slash command that starts a new conversation.",
+    )
+
+    # ---------------------------------------------------------------- Discord
+    discord_bot_token: SecretStr | None = Field(
+        None, validation_alias=_env("DISCORD_BOT_TOKEN"),
+        description="Discord bot token. Enables Discord.",
+    )
+    discord_api_base: str = Field(
+        "https://discord.com/api/v10", validation_alias=_env("DISCORD_API_BASE"),
+        description="Discord REST base URL (a rate-limit proxy such as nirn-proxy, tests).",
+    )
+    discord_message_content: bool = Field(
+        False, validation_alias=_env("BRIDGE_DISCORD_MESSAGE_CONTENT"),
+        description="Use the privileged message-content intent (thread follow-ups without a "
+        "mention). Toggle it in the Developer Portal first.",
+    )
+    discord_allowed_guilds: CsvList = Field(
+        [], validation_alias=_env("BRIDGE_DISCORD_ALLOWED_GUILDS"),
+        description="Discord guild ids the bot answers in; empty: all.",
+    )
+    discord_allowed_channels: CsvList = Field(
+        [], validation_alias=_env("BRIDGE_DISCORD_ALLOWED_CHANNELS"),
+        description="Discord channel ids (threads count by their parent) the bot answers in; "
+        "empty: all.",
+    )
+    discord_feedback_buttons: bool = Field(
+        False, validation_alias=_env("BRIDGE_DISCORD_FEEDBACK_BUTTONS"),
+        description="Add 👍/👎 buttons under finished answers.",
+    )
+    discord_command_guilds: CsvList = Field(
+        [], validation_alias=_env("BRIDGE_DISCORD_COMMAND_GUILDS"),
+        description="Guild ids to sync slash commands to instantly; empty: global sync.",
+    )
+    discord_shard_ids: CsvInts = Field(
+        [], validation_alias=_env("BRIDGE_DISCORD_SHARD_IDS"),
+        description="Shards this process runs (comma-separated); empty: all.",
+    )
+    discord_shard_count: int | None = Field(
+        None, ge=1, validation_alias=_env("BRIDGE_DISCORD_SHARD_COUNT"),
+        description="Total shard count across processes; unset: Discord's recommendation.",
+    )
+
+    # ---------------------------------------------------------------- operations
+    http_host: str = Field(
+        "0.0.0.0", validation_alias=_env("BRIDGE_HTTP_HOST"),
+        description="Address the health, metrics and Slack HTTP server listens on.",
+    )
+    http_port: int = Field(
+        8080, ge=0, le=65535, validation_alias=_env("BRIDGE_HTTP_PORT"),
+        description="Port of the health, metrics and Slack HTTP server (0: any free port).",
+    )
+    log_level: str = Field(
+        "INFO", pattern=r"^(?i:debug|info|warning|error|critical)$",
+        validation_alias=_env("BRIDGE_LOG_LEVEL"),
+        description="Log level; message text is only logged at DEBUG.",
+    )
+    log_format: LogFormat = Field(
+        LogFormat.CONSOLE, validation_alias=_env("BRIDGE_LOG_FORMAT"),
+        description="`console` (readable) or `json` (one object per line).",
+    )
+    shutdown_grace: float = Field(
+        25.0, ge=0, validation_alias=_env("BRIDGE_SHUTDOWN_GRACE"),
+        description="Seconds in-flight answers get to finish on SIGTERM before being cut off.",
+    )
+
+    @field_validator(
+        "feedback_positive", "feedback_negative", "regenerate_reactions",
+        "slack_allowed_teams", "slack_allowed_channels", "discord_allowed_guilds",
+        "discord_allowed_channels", "discord_command_guilds",
+        mode="before",
+    )
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _split_ints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("chatbase_api_base", "slack_api_url", "discord_api_base")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    # ---------------------------------------------------------------- derived
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def discord_enabled(self) -> bool:
+        return self.discord_bot_token is not None
+
+    def missing_chatbase(self) -> list[str]:
+        """Names of the required Chatbase settings that are not set."""
+        missing = []
+        if self.chatbase_api_key is None or not self.chatbase_api_key.get_secret_value():
+            missing.append("CHATBASE_API_KEY")
+        if not self.chatbase_agent_id:
+            missing.append("CHATBASE_AGENT_ID")
+        return missing
+
+    def require_chatbase(self) -> tuple[str, str]:
+        missing = self.missing_chatbase()
+        if missing:
+            raise ConfigError(f"Missing required setting(s): {', '.join(missing)}.")
+        assert self.chatbase_api_key is not None and self.chatbase_agent_id is not None
+        return self.chatbase_api_key.get_secret_value(), self.chatbase_agent_id
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable a settings field is read from."""
+    alias = Settings.model_fields[field_name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    first = alias.choices[0]
+    assert isinstance(first, str)
+    return first
+
+
+def _shown(value: Any) -> Any:
+    """A rejected value as it may be quoted back: a URL's credentials (``user:password@``,
+    also in a mistyped URL) are replaced by ``***``."""
+    if isinstance(value, str) and "@" in value:
+        head, _, tail = value.rpartition("@")
+        scheme = head.split("//", 1)[0] + "//" if "//" in head else ""
+        return f"{scheme}***@{tail}"
+    return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning validation errors into one plain ``ConfigError``."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error.get("loc") or ("?",)
+            name = str(loc[0])
+            if name in Settings.model_fields:
+                name = env_name(name)
+            value = error.get("input")
+            shown = "" if name.endswith(("KEY", "TOKEN", "SECRET")) else f" (got {_shown(value)!r})"
+            problems.append(f"{name}: {error.get('msg', 'invalid')}{shown}")
+        raise ConfigError("Invalid setting " + "; ".join(problems) + ".") from None

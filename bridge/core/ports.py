@@ -1,0 +1,139 @@
+"""The few interfaces between the platform-neutral core and a platform adapter.
+
+A platform gives the core a ``ReplySink`` for each answer it renders; the renderer owns
+timing (what to send and when), the sink owns platform mechanics (how a message is posted,
+edited, appended to, or streamed). Both mechanics fit the same two calls:
+
+* edit-in-place platforms (Discord, Slack post+update) replace a message's whole text on
+  ``edit``;
+* append-only native streaming (Slack ``chat.startStream``/``appendStream``/``stopStream``)
+  sends, on ``edit``, the part of the new text that follows what it already sent, and stops
+  the stream when ``final`` is set. Its ``limits.progress_mark`` is ``None``: the text only
+  ever grows, so no "still writing" mark is added and later removed.
+
+The sink raises ``bridge.core.errors.PlatformRateLimited`` with the platform's retry-after when
+it is throttled, ``PlatformMessageGone`` when the message it should edit no longer exists,
+and ``PlatformError`` for anything else; it never retries on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bridge.core.models import (
+    InboundFeedbackButton,
+    InboundMessage,
+    InboundReaction,
+    Place,
+    ReplyRecord,
+)
+
+Operation = Literal["post", "edit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A platform rate-limit bucket: every call on ``key`` (from any reply, any replica)
+    is spaced at least ``interval`` seconds from the previous one."""
+
+    key: str
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class SinkLimits:
+    max_chars: int
+    # Appended to the visible text while the answer is still streaming; gone at the end.
+    progress_mark: str | None = " ▌"
+
+
+class ReplySink(Protocol):
+    """Renders one answer on one platform."""
+
+    @property
+    def limits(self) -> SinkLimits: ...
+
+    def budget(self, op: Operation, *, final: bool = False) -> Budget:
+        """The rate-limit bucket a call of this kind is charged to (a final edit may be a
+        different platform method, e.g. Slack's ``chat.stopStream``)."""
+        ...
+
+    async def working(self) -> None:
+        """Show that work started (typing, "is thinking…"). Best effort, never raises."""
+        ...
+
+    async def post(self, text: str, *, final: bool) -> str:
+        """Post a new message of this reply (the first part or a continuation); returns its
+        platform message id. ``final`` means no further edit of it will follow."""
+        ...
+
+    async def edit(self, message_id: str, text: str, *, final: bool) -> None:
+        """Make ``message_id`` show exactly ``text``."""
+        ...
+
+    async def delete(self, message_id: str) -> None:
+        """Remove a message of this reply (a regenerated answer that got shorter)."""
+        ...
+
+    async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
+        """The reply is complete: clear the working signal and, when ``answered`` (a real
+        Chatbase answer, not a notice), add what a finished answer carries (feedback
+        buttons). Best effort, never raises."""
+        ...
+
+
+# Opens a sink that renders into an existing reply (regenerate in place).
+SinkOpener = Callable[[ReplyRecord], ReplySink]
+
+
+class Relay(Protocol):
+    """What an adapter asks of the core."""
+
+    async def handle_message(self, message: InboundMessage, sink: ReplySink) -> None: ...
+
+    async def has_conversation(self, message: InboundMessage) -> bool:
+        """Whether the message sits in a conversation the bot is part of (thread
+        follow-ups without a new mention)."""
+        ...
+
+    async def handle_reaction(self, reaction: InboundReaction, open_sink: SinkOpener) -> None: ...
+
+    async def handle_feedback_button(self, press: InboundFeedbackButton) -> None: ...
+
+    async def reset(self, place: Place, author: str) -> bool:
+        """Forget the conversation of ``author`` at ``place``; True when there was one."""
+        ...
+
+
+class Clock(Protocol):
+    """Time as the renderer and pacer see it; tests substitute a controllable one."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> Awaitable[None]: ...
+
+
+class PlatformAdapter(Protocol):
+    """One platform's bot inside the runtime: started, stopped in two steps on shutdown."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> None:
+        """Connect and begin taking events; returns once connected (loops run in owned
+        tasks)."""
+        ...
+
+    async def stop_intake(self) -> None:
+        """Stop taking new messages (in-flight answers keep rendering)."""
+        ...
+
+    async def close(self) -> None:
+        """Close platform connections; called after in-flight answers are done."""
+        ...
+
+    def is_ready(self) -> bool:
+        """Connected and able to answer (feeds /readyz)."""
+        ...

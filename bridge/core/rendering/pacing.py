@@ -1,0 +1,65 @@
+"""Paces platform calls so every reply on one rate-limit bucket, on every replica, fits it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from bridge.core.errors import StoreError
+from bridge.core.ports import Budget, Clock
+
+log = logging.getLogger(__name__)
+
+
+class SlotStore(Protocol):
+    """Shared bucket state (``bridge.store.Store`` in production)."""
+
+    async def reserve(self, key: str, interval: float, now: float) -> float: ...
+
+    async def push_back(self, key: str, until: float) -> None: ...
+
+
+class LocalSlots:
+    """Bucket state for this process only: the fallback while Redis is unreachable."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+
+    async def reserve(self, key: str, interval: float, now: float) -> float:
+        slot = max(now, self._next.get(key, 0.0))
+        self._next[key] = slot + interval
+        if len(self._next) > 10_000:
+            # Forget buckets whose next free time has passed: they constrain nothing.
+            self._next = {k: v for k, v in self._next.items() if v > now}
+        return slot
+
+    async def push_back(self, key: str, until: float) -> None:
+        self._next[key] = max(self._next.get(key, 0.0), until)
+
+
+class Pacer:
+    """Waits for a slot in a budget before a platform call; stretches after a 429."""
+
+    def __init__(self, *, slots: SlotStore, clock: Clock) -> None:
+        self._slots = slots
+        self._local = LocalSlots()
+        self._clock = clock
+
+    async def wait(self, budget: Budget) -> None:
+        now = self._clock.now()
+        try:
+            slot = await self._slots.reserve(budget.key, budget.interval, now)
+        except StoreError as exc:
+            log.warning("pacing falls back to this process only: %s", exc)
+            slot = await self._local.reserve(budget.key, budget.interval, now)
+        delay = slot - self._clock.now()
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+    async def penalise(self, budget: Budget, retry_after: float) -> None:
+        until = self._clock.now() + max(retry_after, budget.interval)
+        try:
+            await self._slots.push_back(budget.key, until)
+        except StoreError as exc:
+            log.warning("pacing falls back to this process only: %s", exc)
+        await self._local.push_back(budget.key, until)

@@ -1,0 +1,249 @@
+"""Renders one streaming answer through a ReplySink: owns timing, splitting and the final write.
+
+The stream reader only ever calls ``append`` (never awaits the platform); one writer task
+per reply turns the latest text into at most one platform call at a time, each paced by
+the sink's shared budget. Intermediate texts are coalesced (latest wins); the final text
+is always written exactly, without the progress mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.ports import Clock, Operation, ReplySink
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.split import Fence, Part, fence_after, split_text
+
+log = logging.getLogger(__name__)
+
+# Consecutive failed platform calls after which a reply stops trying.
+MAX_FAILURES = 6
+
+
+@dataclass(slots=True)
+class _Step:
+    index: int
+    text: str
+    op: Operation
+    final: bool
+
+
+class Renderer:
+    """One reply. Use as ``async with Renderer(...) as r: r.append(...); await r.finish()``."""
+
+    def __init__(
+        self,
+        *,
+        sink: ReplySink,
+        pacer: Pacer,
+        clock: Clock,
+        existing: Sequence[str] = (),
+    ) -> None:
+        self._sink = sink
+        self._pacer = pacer
+        self._clock = clock
+        limits = sink.limits
+        self._mark = limits.progress_mark or ""
+        self._limit = limits.max_chars - len(self._mark)
+        self._chunks: list[str] = []
+        self._length = 0
+        self._final: str | None = None
+        self._answered = False
+        # Parts that can no longer change (a later part exists), and where the rest starts.
+        self._sealed: list[str] = []
+        self._tail_start = 0
+        self._tail_fence: Fence | None = None
+        self._ids: list[str | None] = list(existing)
+        self._shown: list[str | None] = [None] * len(existing)
+        self._finalised: list[bool] = [False] * len(existing)
+        self._stale: list[str] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._working: asyncio.Task[None] | None = None
+        self.first_text_at: float | None = None
+        self.calls = 0
+        self.failed = False
+
+    # ------------------------------------------------------------------ feeding
+
+    async def __aenter__(self) -> Renderer:
+        self._working = asyncio.create_task(self._sink.working(), name="reply-working")
+        self._writer = asyncio.create_task(self._run(), name="reply-writer")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in (self._writer, self._working):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @property
+    def text(self) -> str:
+        if len(self._chunks) > 1:
+            self._chunks = ["".join(self._chunks)]
+        return self._chunks[0] if self._chunks else ""
+
+    @property
+    def has_text(self) -> bool:
+        return self._length > 0
+
+    @property
+    def part_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in self._ids if i is not None)
+
+    def append(self, delta: str) -> None:
+        """Add streamed text. Never blocks; the writer picks up the latest text."""
+        if delta and self._final is None:
+            self._chunks.append(delta)
+            self._length += len(delta)
+            self._wake.set()
+
+    async def finish(self, text: str | None = None, *, answered: bool = True) -> tuple[str, ...]:
+        """Write the final text (by default everything appended) and wait until it is shown.
+
+        Returns the platform message ids of every part of the reply."""
+        self._final = self.text if text is None else text
+        self._answered = answered
+        self._wake.set()
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._writer)
+        await self._close_working()
+        with contextlib.suppress(Exception):
+            await self._sink.finish(self.part_ids, answered=answered and not self.failed)
+        return self.part_ids
+
+    async def _close_working(self) -> None:
+        task, self._working = self._working, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------------ planning
+
+    def _desired(self) -> tuple[list[str], bool]:
+        final = self._final is not None
+        text = self._final if self._final is not None else self.text
+        parts = split_text(text[self._tail_start:], self._limit, fence=self._tail_fence)
+        if len(parts) > 1 and not final:
+            self._seal(parts[:-1], parts[-1])
+            parts = parts[-1:]
+        visible = [p.text for p in parts]
+        if not final and visible:
+            visible[-1] += self._mark
+        return self._sealed + visible, final
+
+    def _seal(self, done: list[Part], rest: Part) -> None:
+        for part in done:
+            self._sealed.append(part.text)
+            self._tail_start += len(part.body)
+        self._tail_fence = fence_after(rest.prefix, None) if rest.prefix else None
+
+    def _next_step(self, desired: list[str], final: bool) -> _Step | None:
+        if not final and not self.text.strip():
+            return None  # nothing worth showing yet: never post a bare placeholder
+        last = len(desired) - 1
+        for index, text in enumerate(desired):
+            part_final = final or index < last
+            if index >= len(self._ids) or self._ids[index] is None:
+                return _Step(index, text, "post", part_final)
+            if self._shown[index] != text or (part_final and not self._finalised[index]):
+                return _Step(index, text, "edit", part_final)
+        return None
+
+    # ------------------------------------------------------------------ writing
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            desired, final = self._desired()
+            step = self._next_step(desired, final)
+            if step is None:
+                if final:
+                    await self._drop_stale(len(desired))
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            budget = self._sink.budget(step.op, final=step.final)
+            await self._pacer.wait(budget)
+            # Latest wins: what to send is decided after the wait, not before it.
+            desired, final = self._desired()
+            again = self._next_step(desired, final)
+            if again is None:
+                continue
+            if self._sink.budget(again.op, final=again.final) != budget:
+                continue  # the call changed kind while waiting; pace it on its own bucket
+            step = again
+            try:
+                await self._call(step)
+            except PlatformRateLimited as exc:
+                # Pacing should prevent this; seeing it means another client shares the
+                # token or the budgets are too generous for this workspace.
+                log.warning("platform throttled a reply: %s", exc)
+                await self._pacer.penalise(budget, exc.retry_after)
+                continue
+            except PlatformMessageGone as exc:
+                failures += 1
+                if step.op == "edit":
+                    log.warning("reply message %s is gone; posting it again",
+                                self._ids[step.index])
+                    self._ids[step.index] = None
+                else:
+                    log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES,
+                                exc)
+                # A thread archived or locked under the reply refuses the new post as well.
+                if failures >= MAX_FAILURES:
+                    log.error("giving up on this reply after %s failed platform calls", failures)
+                    self.failed = True
+                    return
+            except PlatformError as exc:
+                failures += 1
+                log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES, exc)
+                if failures >= MAX_FAILURES:
+                    log.error("giving up on this reply after %s failed platform calls", failures)
+                    self.failed = True
+                    return
+                await self._clock.sleep(min(8.0, 0.25 * 2**failures))
+            else:
+                failures = 0
+
+    async def _call(self, step: _Step) -> None:
+        self.calls += 1
+        if step.op == "post":
+            message_id = await self._sink.post(step.text, final=step.final)
+            while len(self._ids) <= step.index:
+                self._ids.append(None)
+                self._shown.append(None)
+                self._finalised.append(False)
+            self._ids[step.index] = message_id
+            if self.first_text_at is None and step.text.strip():
+                self.first_text_at = self._clock.now()
+        else:
+            existing = self._ids[step.index]
+            assert existing is not None
+            await self._sink.edit(existing, step.text, final=step.final)
+            if self.first_text_at is None and step.text.strip():
+                self.first_text_at = self._clock.now()
+        self._shown[step.index] = step.text
+        self._finalised[step.index] = step.final
+
+    async def _drop_stale(self, keep: int) -> None:
+        """A regenerated answer with fewer parts than before: remove the leftover messages."""
+        for index in range(len(self._ids) - 1, keep - 1, -1):
+            message_id = self._ids[index]
+            if message_id is None:
+                continue
+            await self._pacer.wait(self._sink.budget("edit", final=True))
+            try:
+                await self._sink.delete(message_id)
+            except PlatformError as exc:
+                log.warning("could not delete leftover reply message: %s", exc)
+            self._ids[index] = None

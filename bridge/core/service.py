@@ -1,0 +1,547 @@
+"""The one orchestrator: turns inbound platform events into Chatbase turns rendered in place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from bridge.app.logs import bind, bound
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.core import notices
+from bridge.core.errors import (
+    ChatbaseAPIError,
+    ChatbaseError,
+    StoreError,
+)
+from bridge.core.feedback import UNCHANGED, FeedbackPolicy, Meaning
+from bridge.core.identity import chatbase_user_id, conversation_key, place_key
+from bridge.core.models import (
+    ChatResult,
+    Feedback,
+    InboundFeedbackButton,
+    InboundMessage,
+    InboundReaction,
+    Place,
+    ReplyRecord,
+    TextDelta,
+)
+from bridge.core.ports import Clock, ReplySink, SinkOpener
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.rendering.renderer import Renderer
+from bridge.core.tools import ToolRegistry
+from bridge.store import ConversationState, Store
+
+log = logging.getLogger(__name__)
+
+NOT_ONGOING = "CHAT_CONVERSATION_NOT_ONGOING"
+# Feedback errors that mean "this message cannot take feedback", not a fault of ours.
+FEEDBACK_REFUSED = frozenset({"RESOURCE_MESSAGE_NOT_FOUND", "RESOURCE_MESSAGE_NOT_ASSISTANT",
+                              "RESOURCE_NOT_FOUND"})
+# How long a reply cut off by shutdown gets for its last write.
+CUT_OFF_WRITE_SECONDS = 10.0
+
+
+class ChatStreamLike(Protocol):
+    request_id: str | None
+
+    async def __aenter__(self) -> ChatStreamLike: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    def result(self) -> ChatResult: ...
+
+
+class ChatbaseLike(Protocol):
+    """The part of ``bridge.chatbase.client.ChatbaseClient`` the service uses."""
+
+    def chat_stream(
+        self, *, message: str | None, conversation_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Any: ...
+
+    def retry_stream(self, *, conversation_id: str, message_id: str) -> Any: ...
+
+    async def submit_tool_result(
+        self, *, conversation_id: str, tool_call_id: str, output: Any
+    ) -> None: ...
+
+    async def set_feedback(
+        self, *, conversation_id: str, message_id: str, feedback: Feedback | None
+    ) -> None: ...
+
+
+class _Turn(Protocol):
+    state: ConversationState | None
+
+    def remember(
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+    ) -> None: ...
+
+    def forget(self) -> None: ...
+
+
+@dataclass
+class _MemorylessTurn:
+    """Stands in for a Redis turn while Redis is unreachable: no lock, no memory."""
+
+    state: ConversationState | None = None
+
+    def remember(
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+    ) -> None:
+        pass
+
+    def forget(self) -> None:
+        pass
+
+
+class RelayService:
+    """De-duplicates, serialises turns per conversation, calls Chatbase, renders, remembers."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        chatbase: ChatbaseLike,
+        pacer: Pacer,
+        clock: Clock,
+        metrics: Metrics,
+        tools: ToolRegistry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._chatbase = chatbase
+        self._pacer = pacer
+        self._clock = clock
+        self._metrics = metrics
+        self._tools = tools or ToolRegistry()
+        self._policy = FeedbackPolicy.from_settings(settings)
+        self._secret = (
+            settings.user_id_secret.get_secret_value() if settings.user_id_secret else None
+        )
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+
+    # ------------------------------------------------------------------ messages
+
+    async def handle_message(self, message: InboundMessage, sink: ReplySink) -> None:
+        platform = message.place.platform.value
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            with bound(platform=platform, event=message.event_id):
+                await self._handle_message(message, sink, platform)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _handle_message(
+        self, message: InboundMessage, sink: ReplySink, platform: str
+    ) -> None:
+        started = self._clock.now()
+        quota = self._settings.user_quota
+        text = message.text.strip()
+        limit = self._settings.max_input_chars
+        # Only a message that would reach Chatbase counts against the user's quota.
+        counted = bool(quota and text and len(text) <= limit)
+        place = message.place
+        subject = f"{platform}:{place.enterprise or place.workspace}:{message.author}"
+        try:
+            claim = await self._store.claim(
+                message.event_id,
+                quota_subject=subject if counted else None,
+                quota_window=self._settings.user_quota_window,
+            )
+            first, count, reset_in = claim.first, claim.quota_count, claim.quota_reset_in
+        except StoreError as exc:
+            log.warning("answering without de-duplication or quota: %s", exc)
+            first, count, reset_in = True, 0, 0.0
+        if not first:
+            self._metrics.events.labels(platform, "duplicate").inc()
+            log.info("dropped a duplicate delivery")
+            return
+        self._metrics.events.labels(platform, "accepted").inc()
+        if not self._accepting:
+            await self._notice(sink, platform, notices.RESTARTING)
+            return
+        if not text:
+            await self._notice(sink, platform, notices.EMPTY_MESSAGE)
+            return
+        if len(text) > limit:
+            await self._notice(sink, platform, notices.too_long(limit, len(text)))
+            return
+        if counted and count > quota:
+            log.info("user over quota (%s messages in the window)", count)
+            await self._notice(sink, platform, notices.over_quota(quota, reset_in))
+            return
+        key = conversation_key(message, scope=self._settings.conversation_scope)
+        bind(conversation=key)
+        log.debug("message text: %s", text)
+        answering = False
+        try:
+            async with self._turn(key) as turn:
+                state = turn.state
+                idle = self._settings.dm_idle_reset
+                if (state is not None and message.place.is_dm and idle
+                        and time.time() - state.last_turn_at > idle):
+                    log.info("DM idle for longer than BRIDGE_DM_IDLE_RESET; starting over")
+                    state = None
+                user_id = chatbase_user_id(message.place, message.author, secret=self._secret)
+                answering = True
+                await self._answer(message, sink, text, state, user_id, turn, started)
+        except asyncio.CancelledError:
+            if not answering:
+                # Cut off while waiting for the previous turn: say so rather than vanish.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(
+                        self._notice(sink, platform, notices.RESTARTED_BEFORE_ANSWER),
+                        CUT_OFF_WRITE_SECONDS,
+                    )
+            raise
+
+    async def _answer(
+        self,
+        message: InboundMessage,
+        sink: ReplySink,
+        text: str,
+        state: ConversationState | None,
+        user_id: str,
+        turn: _Turn,
+        started: float,
+    ) -> None:
+        platform = message.place.platform.value
+        gauge = self._metrics.in_flight.labels(platform)
+        gauge.inc()
+        renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
+        try:
+            async with renderer:
+                try:
+                    result, note = await self._converse(
+                        renderer, text, state.conversation_id if state else None, user_id, turn
+                    )
+                except asyncio.CancelledError:
+                    await self._cut_off(renderer, notices.SHUTTING_DOWN)
+                    self._metrics.answers.labels(platform, "cut_off").inc()
+                    raise
+                except ChatbaseError as exc:
+                    outcome = await self._fail(renderer, exc)
+                    self._metrics.answers.labels(platform, outcome).inc()
+                    return
+                except Exception:
+                    await self._cut_off(renderer, "something went wrong on the bridge")
+                    self._metrics.answers.labels(platform, "error").inc()
+                    raise
+                final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
+                if note:
+                    final = f"{final}\n\n{note}"
+                part_ids = await renderer.finish(final)
+                self._metrics.answers.labels(
+                    platform, "failed_render" if renderer.failed else "answered"
+                ).inc()
+                if renderer.first_text_at is not None:
+                    self._metrics.first_text_seconds.labels(platform).observe(
+                        max(0.0, renderer.first_text_at - started)
+                    )
+                if result.conversation_id:
+                    record = None
+                    if result.message_id and part_ids:
+                        record = ReplyRecord(
+                            conversation_id=result.conversation_id,
+                            assistant_message_id=result.message_id,
+                            conversation_key=conversation_key(
+                                message, scope=self._settings.conversation_scope
+                            ),
+                            asker=message.author,
+                            platform=message.place.platform,
+                            workspace=message.place.workspace,
+                            channel=message.place.channel,
+                            thread=message.conversation_thread,
+                            part_ids=part_ids,
+                        )
+                    turn.remember(result.conversation_id, result.message_id, record)
+        finally:
+            gauge.dec()
+
+    async def _converse(
+        self,
+        renderer: Renderer,
+        text: str,
+        conversation_id: str | None,
+        user_id: str,
+        turn: _Turn,
+    ) -> tuple[ChatResult, str | None]:
+        note: str | None = None
+        try:
+            result = await self._stream(
+                renderer, message=text, conversation_id=conversation_id,
+                user_id=None if conversation_id else user_id,
+            )
+        except ChatbaseAPIError as exc:
+            if exc.code != NOT_ONGOING or conversation_id is None:
+                raise
+            log.info("conversation is no longer ongoing; starting a new one "
+                     "(request id %s)", exc.request_id)
+            turn.forget()
+            note = notices.NEW_CONVERSATION
+            result = await self._stream(
+                renderer, message=text, conversation_id=None, user_id=user_id
+            )
+        rounds = 0
+        while result.finish_reason == "tool-calls" and result.tool_calls:
+            if rounds >= self._settings.max_tool_rounds or not result.conversation_id:
+                note = notices.TOOL_ROUNDS if note is None else f"{note}\n{notices.TOOL_ROUNDS}"
+                break
+            rounds += 1
+            for call in result.tool_calls:
+                output = await self._tools.run(call)
+                await self._chatbase.submit_tool_result(
+                    conversation_id=result.conversation_id,
+                    tool_call_id=call.tool_call_id,
+                    output=output,
+                )
+            if renderer.has_text and not renderer.text.endswith("\n"):
+                renderer.append("\n\n")
+            result = await self._stream(
+                renderer, message=None, conversation_id=result.conversation_id, user_id=None
+            )
+        return result, note
+
+    async def _stream(
+        self,
+        renderer: Renderer,
+        *,
+        message: str | None,
+        conversation_id: str | None,
+        user_id: str | None,
+    ) -> ChatResult:
+        stream = self._chatbase.chat_stream(
+            message=message, conversation_id=conversation_id, user_id=user_id
+        )
+        return await self._consume(stream, renderer)
+
+    @staticmethod
+    async def _consume(stream: Any, renderer: Renderer) -> ChatResult:
+        async with stream as open_stream:
+            bind(request_id=open_stream.request_id)
+            async for event in open_stream:
+                if type(event) is TextDelta:
+                    renderer.append(event.delta)
+            result: ChatResult = open_stream.result()
+            return result
+
+    async def _fail(self, renderer: Renderer, exc: ChatbaseError) -> str:
+        code = getattr(exc, "code", None)
+        log.error("Chatbase call failed: %s", exc,
+                  extra={"chatbase_code": code, "request_id": exc.request_id})
+        if renderer.has_text and renderer.text.strip():
+            await renderer.finish(
+                renderer.text + "\n\n"
+                + notices.CUT_OFF.format(reason=notices.cut_off_reason(exc)),
+                answered=False,
+            )
+            return "cut_off"
+        await renderer.finish(notices.for_error(exc), answered=False)
+        return "error"
+
+    @staticmethod
+    async def _cut_off(renderer: Renderer, reason: str) -> None:
+        text = renderer.text if renderer.text.strip() else ""
+        note = notices.CUT_OFF.format(reason=reason)
+        final = f"{text}\n\n{note}" if text else note
+        try:
+            await asyncio.wait_for(
+                renderer.finish(final, answered=False), CUT_OFF_WRITE_SECONDS
+            )
+        except (TimeoutError, asyncio.CancelledError):
+            log.error("could not mark an interrupted answer as cut off in time")
+
+    async def _notice(self, sink: ReplySink, platform: str, text: str) -> None:
+        renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
+        async with renderer:
+            await renderer.finish(text, answered=False)
+        self._metrics.answers.labels(platform, "notice").inc()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: str) -> AsyncIterator[_Turn]:
+        try:
+            manager = self._store.turn(key)
+            turn = await manager.__aenter__()
+        except StoreError as exc:
+            log.warning("answering without conversation memory: %s", exc)
+            yield _MemorylessTurn()
+            return
+        try:
+            yield turn
+        except BaseException as exc:
+            with contextlib.suppress(StoreError):
+                await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            try:
+                await manager.__aexit__(None, None, None)
+            except StoreError as exc:
+                log.warning("could not remember this turn: %s", exc)
+
+    async def has_conversation(self, message: InboundMessage) -> bool:
+        key = conversation_key(message, scope=self._settings.conversation_scope)
+        try:
+            return await self._store.has_conversation(key)
+        except StoreError as exc:
+            log.warning("cannot tell whether a thread is a conversation: %s", exc)
+            return False
+
+    async def reset(self, place: Place, author: str) -> bool:
+        key = place_key(place, author, scope=self._settings.conversation_scope)
+        return await self._store.forget_conversation(key)
+
+    # ------------------------------------------------------------------ feedback
+
+    async def handle_reaction(self, reaction: InboundReaction, open_sink: SinkOpener) -> None:
+        meaning = self._policy.meaning(reaction.emoji)
+        if meaning is None:
+            return
+        with bound(platform=reaction.platform.value, event=reaction.event_id):
+            try:
+                record = await self._store.find_reply(
+                    reaction.platform, reaction.channel, reaction.message_id
+                )
+            except StoreError as exc:
+                log.warning("reaction ignored: %s", exc)
+                return
+            if record is None:
+                return  # not one of our answers, or forgotten
+            if meaning is Meaning.REGENERATE:
+                if reaction.added and reaction.user == record.asker:
+                    await self._regenerate(record, open_sink, reaction.event_id)
+                return
+            if not self._policy.counts(reaction.user, record.asker):
+                return
+            try:
+                remaining = await self._store.feedback_reactions(
+                    assistant_message_id=record.assistant_message_id,
+                    user=reaction.user,
+                    add=meaning.value if reaction.added else None,
+                    remove=None if reaction.added else meaning.value,
+                )
+            except StoreError as exc:
+                log.warning("feedback without reaction memory: %s", exc)
+                remaining = frozenset({meaning.value}) if reaction.added else frozenset()
+            decision = self._policy.decide(meaning, added=reaction.added, remaining=remaining)
+            if decision is UNCHANGED:
+                return
+            await self._send_feedback(record, decision)
+
+    async def handle_feedback_button(self, press: InboundFeedbackButton) -> None:
+        with bound(platform=press.platform.value, event=press.event_id):
+            try:
+                record = await self._store.find_reply(
+                    press.platform, press.channel, press.message_id
+                )
+            except StoreError as exc:
+                log.warning("feedback button ignored: %s", exc)
+                return
+            if record is None or not self._policy.counts(press.user, record.asker):
+                return
+            await self._send_feedback(record, press.feedback)
+
+    async def _send_feedback(self, record: ReplyRecord, value: Feedback | None) -> None:
+        try:
+            await self._chatbase.set_feedback(
+                conversation_id=record.conversation_id,
+                message_id=record.assistant_message_id,
+                feedback=value,
+            )
+        except ChatbaseAPIError as exc:
+            level = logging.WARNING if exc.code in FEEDBACK_REFUSED else logging.ERROR
+            log.log(level, "Chatbase refused feedback: %s", exc,
+                    extra={"chatbase_code": exc.code, "request_id": exc.request_id})
+            return
+        except ChatbaseError as exc:
+            log.error("could not send feedback: %s", exc, extra={"request_id": exc.request_id})
+            return
+        self._metrics.feedback.labels(
+            record.platform.value, value.value if value else "cleared"
+        ).inc()
+
+    async def _regenerate(self, record: ReplyRecord, open_sink: SinkOpener, event_id: str) -> None:
+        try:
+            claim = await self._store.claim(event_id)
+            if not claim.first:
+                return
+        except StoreError as exc:
+            log.warning("regenerate ignored: %s", exc)
+            return
+        bind(conversation=record.conversation_key)
+        platform = record.platform.value
+        async with self._turn(record.conversation_key) as turn:
+            state = turn.state
+            if state is None or state.latest_message_id != record.assistant_message_id:
+                log.info("regenerate ignored: not the latest answer of its conversation")
+                return
+            sink = open_sink(record)
+            renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock,
+                                existing=record.part_ids)
+            async with renderer:
+                try:
+                    result = await self._consume(
+                        self._chatbase.retry_stream(
+                            conversation_id=record.conversation_id,
+                            message_id=record.assistant_message_id,
+                        ),
+                        renderer,
+                    )
+                except asyncio.CancelledError:
+                    await self._cut_off(renderer, notices.SHUTTING_DOWN)
+                    raise
+                except ChatbaseError as exc:
+                    if renderer.has_text:
+                        await self._fail(renderer, exc)
+                    else:
+                        log.error("regenerate failed: %s", exc,
+                                  extra={"request_id": exc.request_id})
+                        await sink.finish(record.part_ids, answered=False)
+                        with contextlib.suppress(Exception):
+                            await sink.post(notices.for_error(exc), final=True)
+                    return
+                final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
+                part_ids = await renderer.finish(final)
+            self._metrics.answers.labels(platform, "regenerated").inc()
+            conversation_id = result.conversation_id or record.conversation_id
+            new_id = result.message_id or record.assistant_message_id
+            turn.remember(
+                conversation_id,
+                new_id,
+                replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
+                        part_ids=part_ids),
+            )
+
+    # ------------------------------------------------------------------ shutdown
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking turns; give answers in flight ``grace`` seconds, then cut them off."""
+        self._accepting = False
+        pending = {t for t in self._inflight if not t.done()}
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d answer(s) in flight", grace, len(pending))
+        _, still = await asyncio.wait(pending, timeout=grace)
+        if not still:
+            return
+        log.warning("cutting off %d answer(s) still in flight", len(still))
+        for task in still:
+            task.cancel()
+        await asyncio.wait(still, timeout=CUT_OFF_WRITE_SECONDS + 5)

@@ -1,0 +1,179 @@
+"""The renderer's timing and exactness, on a recording sink and a controllable clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.core.errors import PlatformError, PlatformRateLimited
+from bridge.core.rendering.pacing import LocalSlots, Pacer
+from bridge.core.rendering.renderer import Renderer
+from bridge.core.split import Fence, fence_after, join_bodies, split_text
+from tests.fakes.clock import FakeClock
+from tests.fakes.sink import RecordingSink, Shared
+
+
+def make(clock: FakeClock, **kw: object) -> tuple[RecordingSink, Renderer]:
+    sink = RecordingSink(clock=clock, **kw)  # type: ignore[arg-type]
+    renderer = Renderer(sink=sink, pacer=Pacer(slots=LocalSlots(), clock=clock), clock=clock)
+    return sink, renderer
+
+
+async def test_first_text_is_posted_at_once_and_final_is_exact() -> None:
+    clock = FakeClock()
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("Hello")
+        await sink.wait_calls(1, "post")
+        assert sink.text_calls()[0].text == "Hello ▌"
+        assert sink.text_calls()[0].at == clock.now()  # no pacing wait for the first post
+        renderer.append(" world")
+        # The next edit waits for the bucket's interval.
+        await clock.sleepers(1)
+        clock.advance(1.0)
+        await sink.wait_calls(1, "edit")
+        ids = await clock.drive(renderer.finish())
+    assert sink.joined() == "Hello world"
+    assert ids == ("m1",)
+    final_calls = [c for c in sink.text_calls() if c.final]
+    assert final_calls and final_calls[-1].text == "Hello world"
+    assert sink.answered is True
+
+
+async def test_nothing_is_posted_before_real_text() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("   ")
+        await asyncio.sleep(0)
+        assert sink.text_calls() == []
+        renderer.append("Hi")
+        await renderer.finish()
+    assert [c.text for c in sink.text_calls()][-1] == "   Hi"
+    assert all((c.text or "").strip() not in ("", "▌") for c in sink.text_calls())
+
+
+async def test_fast_stream_is_coalesced_latest_wins() -> None:
+    clock = FakeClock()
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("a")
+        await sink.wait_calls(1, "post")
+        for i in range(200):
+            renderer.append(str(i % 10))
+        await clock.sleepers(1)
+        clock.advance(1.0)
+        await sink.wait_calls(1, "edit")
+        await clock.drive(renderer.finish())
+    texts = [c.text for c in sink.text_calls()]
+    # 201 deltas, but only a post, one coalesced edit and the final write.
+    assert len(texts) <= 3
+    assert sink.joined() == "a" + "".join(str(i % 10) for i in range(200))
+
+
+async def test_slow_platform_never_blocks_the_reader_and_one_call_in_flight() -> None:
+    clock = FakeClock(auto=True)
+    gate = asyncio.Event()
+    sink, renderer = make(clock, gate=gate)
+    async with renderer:
+        renderer.append("first")
+        await asyncio.sleep(0)
+        # The platform is stuck; the reader keeps appending without waiting.
+        for _ in range(1000):
+            renderer.append(".")
+        assert sink.in_flight == 1
+        gate.set()
+        await renderer.finish()
+    assert sink.max_in_flight == 1
+    assert sink.joined() == "first" + "." * 1000
+
+
+async def test_platform_429_stretches_pacing_and_final_is_still_written() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock, interval=1.0)
+    async with renderer:
+        renderer.append("one")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.append(PlatformRateLimited(7.0))
+        renderer.append(" two")
+        await renderer.finish()
+    assert sink.joined() == "one two"
+    # The retry after the 429 waited at least the retry-after.
+    assert any(s >= 7.0 - 1e-6 for s in clock.slept)
+
+
+async def test_long_answer_splits_with_code_block_and_every_part_final() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock, max_chars=200)
+    code = "".join(f"x = {i}\n" for i in range(60))
+    answer = "Intro paragraph.\n\n```python\n" + code + "```\nDone.\n"
+    async with renderer:
+        for i in range(0, len(answer), 7):
+            renderer.append(answer[i : i + 7])
+            await asyncio.sleep(0)
+        await renderer.finish()
+    parts = sink.visible()
+    assert len(parts) >= 3
+    assert all(len(p) <= 200 for p in parts)
+    assert all("▌" not in p for p in parts)
+    for p in parts:
+        state: Fence | None = None
+        for line in p.splitlines():
+            state = fence_after(line, state)
+        assert state is None, p
+    # What is shown is exactly the answer's split: its bodies join back to the answer.
+    expected = split_text(answer, 200 - len(" ▌"))
+    assert parts == [p.text for p in expected]
+    assert join_bodies(expected) == answer
+
+
+async def test_append_only_stream_only_grows() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock, progress_mark=None)
+    async with renderer:
+        for word in ["Streaming ", "is ", "append ", "only."]:
+            renderer.append(word)
+            await asyncio.sleep(0)
+        await renderer.finish()
+    assert sink.joined() == "Streaming is append only."
+    assert sink.text_calls()[-1].final
+
+
+async def test_regenerate_edits_existing_parts_and_drops_leftovers() -> None:
+    clock = FakeClock(auto=True)
+    shared = Shared()
+    shared.messages.update({"old1": "old part one", "old2": "old part two"})
+    sink = RecordingSink(clock=clock, shared=shared)
+    sink.part_ids = ["old1", "old2"]
+    renderer = Renderer(sink=sink, pacer=Pacer(slots=LocalSlots(), clock=clock), clock=clock,
+                        existing=("old1", "old2"))
+    async with renderer:
+        renderer.append("A shorter new answer")
+        ids = await renderer.finish()
+    assert ids == ("old1",)
+    assert shared.messages == {"old1": "A shorter new answer"}
+    assert not any(c.op == "post" for c in sink.calls)
+
+
+async def test_message_deleted_while_streaming_is_posted_again() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("part")
+        await sink.wait_calls(1, "post")
+        del sink.shared.messages["m1"]
+        renderer.append(" more")
+        ids = await renderer.finish()
+    assert sink.shared.messages[ids[0]] == "part more"
+
+
+async def test_repeated_platform_errors_give_up_without_hanging() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("x")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.extend(PlatformError("boom") for _ in range(20))
+        renderer.append("y")
+        await renderer.finish()
+    assert renderer.failed
+    assert sink.answered is False

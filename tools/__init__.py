@@ -1,0 +1,1 @@
+"""Build tools for the repository (documentation generators); not part of the installed bridge."""
