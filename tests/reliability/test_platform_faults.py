@@ -354,11 +354,16 @@ async def test_discord_gateway_dropped_mid_answer_reconnects_and_finishes(
             the fake has no such limit, and the test need not wait."""
 
         client.before_identify_hook = identify_at_once  # type: ignore[method-assign]
+        # The fake has sent READY once it counts the second IDENTIFY and a live session; that
+        # discord.py has read it is known only on its side: wait for its shard_connect too.
+        connected = asyncio.ensure_future(client.wait_for(
+            "shard_connect", check=lambda shard_id: shard_id == 0, timeout=10.0))
         with recording() as logs:
             for session in s.discord.gateway.live_sessions():
                 await session.ws.close(code=4000, message=b"Unknown error")
             await s.discord.wait_for(lambda: len(s.discord.gateway.identifies) == 2
                                      and s.discord.gateway.live_sessions())
+            await connected
         assert logs.find("Shard ID 0 session has been invalidated", level=logging.INFO)
         assert logs.find("Shard ID 0 has connected to Gateway", level=logging.INFO)
         gate.open()
