@@ -1,7 +1,7 @@
-"""Generates the README's configuration reference from the settings fields.
+"""Generates docs/configuration.md, the configuration reference, from the settings fields.
 
-``python -m tools.settings_doc`` prints the table; ``--write`` rewrites the README section
-between ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` in place.
+``python -m tools.settings_doc`` prints the page; ``--write`` rewrites docs/configuration.md
+whole (a short introduction and one table row per setting).
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from pydantic_core import PydanticUndefined
 
 from bridge.app.settings import Settings, env_name
 
-__all__ = ["BEGIN", "END", "README", "readme_section", "rewrite", "table"]
+__all__ = ["CONFIGURATION", "INTRO", "document", "table"]
 
-BEGIN = "<!-- settings:begin -->"
-END = "<!-- settings:end -->"
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+INTRO = """\
+# Configuration
+
+Every setting is an environment variable (or a line in `.env`). Secrets are never logged.
+This page is generated from the settings model (`bridge/app/settings.py`) by
+`python -m tools.settings_doc --write`; do not edit it by hand, a test fails when it drifts.
+Setup guides: [Slack](slack.md), [Discord](discord.md); running it: [operations](operations.md).
+
+"""
 
 
 def _default(value: Any) -> str:
@@ -57,45 +65,30 @@ def table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def readme_section(text: str) -> str | None:
-    """What sits between the markers of ``text`` (None when the markers are missing)."""
-    start = text.find(BEGIN)
-    end = text.find(END, start + len(BEGIN)) if start >= 0 else -1
-    if start < 0 or end < 0:
-        return None
-    return text[start + len(BEGIN):end].strip("\n") + "\n"
-
-
-def rewrite(text: str) -> str:
-    """``text`` with the section between the markers replaced by the current table."""
-    if readme_section(text) is None:
-        raise ValueError(f"the README has no {BEGIN} … {END} markers; add them where the "
-                         "configuration table belongs")
-    start = text.find(BEGIN) + len(BEGIN)
-    end = text.find(END, start)
-    return text[:start] + "\n" + table() + text[end:]
+def document() -> str:
+    """The whole of docs/configuration.md: the introduction, then the table."""
+    return INTRO + table()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.settings_doc",
-        description="Print the configuration reference table generated from the settings.",
+        description="Print the configuration reference generated from the settings.",
     )
     parser.add_argument("--write", action="store_true",
-                        help="rewrite the table between the markers in the README in place")
-    parser.add_argument("--readme", type=Path, default=README, help="README to rewrite")
+                        help="write the page to docs/configuration.md (or --out) instead")
+    parser.add_argument("--out", type=Path, default=CONFIGURATION, help="file to write")
     args = parser.parse_args(argv)
     if not args.write:
-        sys.stdout.write(table())
+        sys.stdout.write(document())
         return 0
-    path: Path = args.readme
+    path: Path = args.out
     try:
-        text = path.read_text(encoding="utf-8")
-        path.write_text(rewrite(text), encoding="utf-8")
-    except (OSError, ValueError) as exc:
+        path.write_text(document(), encoding="utf-8")
+    except OSError as exc:
         sys.stderr.write(f"error: {path}: {exc}\n")
         return 1
-    sys.stdout.write(f"rewrote the settings table in {path}\n")
+    sys.stdout.write(f"wrote the configuration reference to {path}\n")
     return 0
 
 

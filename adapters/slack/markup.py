@@ -7,7 +7,7 @@ import re
 # Slack's storage format escapes these three characters; a message whose text contains a raw
 # ``<`` can carry live tokens (``<!channel>``, ``<@U…>``, ``<#C…>``, ``<!subteam^…>``), so
 # everything the bridge sends is escaped and model text can never ping anyone.
-# Source: api.slack.com formatting, "Escaping text" (reference/slack-platform.md §2.3).
+# Source: https://docs.slack.dev/messaging/formatting-message-text#escaping
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _ESCAPE_RE = re.compile(r"[&<>]")
 

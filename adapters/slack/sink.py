@@ -36,13 +36,15 @@ log = logging.getLogger(__name__)
 # Per message part, in characters of the answer (before escaping).
 # Streams: markdown_text takes at most 12,000 characters per call, and an expired stream is
 # rewritten with chat.update as one markdown block, which shares 12,000 characters across
-# the message; 8,000 leaves room for escaping (reference/slack-platform.md §1.4, §2.2).
+# the message; 8,000 leaves room for escaping (docs.slack.dev/reference/methods/chat.appendStream).
 STREAM_MAX_CHARS = 8_000
 # Post + update: `text` fails with msg_too_long from about 4,000 characters in practice,
-# and production bots keep to 3,000-3,500 (§2.2); the markdown block would allow more, but
-# this path is the fallback and regenerate path, so it stays on the proven side.
+# and production bots keep to 3,000-3,500 (github.com/seratch/ChatGPT-in-Slack/issues/102);
+# the markdown block would allow more, but this path is the fallback and regenerate path, so
+# it stays on the proven side.
 POST_MAX_CHARS = 3_900
-# markdown_text per call, and all markdown blocks of one message (§1.4, §2.2).
+# markdown_text per call, and all markdown blocks of one message:
+# https://docs.slack.dev/reference/block-kit/blocks/markdown-block
 MARKDOWN_LIMIT = 12_000
 # The plain `text` that accompanies blocks (notifications, accessibility) stays short so it
 # can never be the reason a call fails.
@@ -69,8 +71,8 @@ class SlackPacing:
     """Seconds between two calls of one method in one workspace (per channel for
     chat.postMessage), shared by every reply on every replica.
 
-    Slack's tiers (docs.slack.dev/apis/web-api/rate-limits; reference/slack-platform.md §1.4,
-    §2.1), per app per workspace per method: chat.startStream and chat.stopStream Tier 2
+    Slack's tiers (https://docs.slack.dev/apis/web-api/rate-limits), per app per workspace
+    per method: chat.startStream and chat.stopStream Tier 2
     (20+/min) -> 18/min; chat.appendStream Tier 4 (100+/min) -> 90/min; chat.update and
     chat.delete Tier 3 (50+/min) -> 45/min; chat.postMessage "one message per second per
     channel" -> one per 1.1 s per channel.
@@ -175,8 +177,9 @@ def markdown_blocks(text: str, *, feedback: bool = False) -> list[dict[str, Any]
 
 
 def feedback_block() -> dict[str, Any]:
-    """Slack's native 👍/👎 (context_actions + feedback_buttons, §1.7); the values carry the
-    verdict, the message ts finds the answer."""
+    """Slack's native 👍/👎 (context_actions + feedback_buttons); the values carry the verdict,
+    the message ts finds the answer. Source:
+    https://docs.slack.dev/reference/block-kit/block-elements/feedback-buttons-element"""
     return {
         "type": "context_actions",
         "elements": [{
@@ -241,7 +244,8 @@ class SlackSink:
         self._api = api
         self._retrying = retrying_api
         self._target = target
-        # Native streams need a thread (invalid_thread_ts without one, §1.4).
+        # Native streams need a thread (invalid_thread_ts without one):
+        # https://docs.slack.dev/reference/methods/chat.startStream
         self._stream_reply = stream and target.thread_ts is not None
         self._stream_ok = self._stream_reply
         self._buttons = feedback_buttons
@@ -358,7 +362,8 @@ class SlackSink:
             channel=self._target.channel,
             thread_ts=self._target.thread_ts,
             markdown_text=escape(pieces[0]) or None,
-            # Required outside DMs (missing_recipient_*; §1.4); Bolt fills them the same way.
+            # Required outside DMs (missing_recipient_*); Bolt fills them the same way.
+            # https://docs.slack.dev/reference/methods/chat.startStream
             recipient_team_id=self._target.workspace,
             recipient_user_id=self._target.asker,
         )
@@ -393,8 +398,9 @@ class SlackSink:
             if self._halted:
                 return
         except _StreamEnded:
-            # Streams end about five minutes after they start (§1.4); the message then
+            # Streams end about five minutes after they start; the message then
             # accepts chat.update, so it is rewritten whole and edited from here on.
+            # Source: https://github.com/slackapi/python-slack-sdk/issues/1859
             log.info("a Slack stream ended before its answer; continuing with chat.update")
         part.streaming = False
         await self._update(part, text)

@@ -25,7 +25,8 @@ from bridge.core.models import ChatResult, TextDelta
 
 _NOT_USER_ID = re.compile(r"[^a-zA-Z0-9._-]+")
 # What a client action gets from the command line, which has no handlers to run it: the
-# agent must not be left waiting on a tool call (chatbase-api.md §5).
+# agent must not be left waiting on a tool call:
+# https://www.chatbase.co/docs/api-reference/v2/client-actions
 CLI_TOOL_OUTPUT = {"error": "Client actions are not available from the command line."}
 
 

@@ -74,7 +74,7 @@ class Runtime:
         api_key, agent_id = settings.require_chatbase()
         # Every answer in flight holds one Chatbase connection for its whole stream; with
         # aiohttp's default cap of 100 connections, answer 101 would wait for one of them to
-        # end (README.md (Performance)). Platform calls are bounded by pacing, not by this.
+        # end (docs/performance.md). Platform calls are bounded by pacing, not by this.
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._stack.push_async_callback(self.session.close)
         self.redis = await self._stack.enter_async_context(connect(settings))
@@ -161,7 +161,7 @@ class Runtime:
         Modules, SDK tables, clients and settings live as long as the process; left in the
         collected generations, every full collection walks them again (some 150,000 objects,
         up to hundreds of milliseconds in which no answer advances once many answers are in
-        flight; README.md (Performance))."""
+        flight; docs/performance.md)."""
         gc.collect()
         gc.freeze()
 

@@ -36,7 +36,7 @@ def _env(name: str) -> Any:
 
 
 class Settings(BaseSettings):
-    """Every setting of the bridge. Field descriptions feed the README's reference table."""
+    """Every setting of the bridge. Field descriptions feed docs/configuration.md."""
 
     model_config = SettingsConfigDict(
         env_file=".env",

@@ -1,6 +1,6 @@
 """Chatbase API v2 over aiohttp: streamed and plain chat, retry, tool results, feedback, reads.
 
-Retry policy (``chatbase-api.md`` §8-9):
+Retry policy (https://www.chatbase.co/docs/api-reference/v2/error-handling and /authentication):
 
 * 429 is retried for every call — a throttled request was never executed — after
   ``Retry-After`` seconds, else until ``X-RateLimit-Reset``, else an exponential backoff,
@@ -526,7 +526,7 @@ class ChatbaseClient:
             except ValueError:
                 value = None
             if value is not None:
-                # Docs disagree on the unit (ms vs s since the epoch, §9); small values can
+                # Docs disagree on the unit (ms vs s since the epoch); small values can
                 # only be a number of seconds to wait.
                 if value > 1e12:
                     return max(0.0, value / 1000 - self._wall())
@@ -693,7 +693,7 @@ class ChatStream:
         One timer per stream, moved only when it would fire too late, instead of an
         ``asyncio.timeout`` per read: a stream reads once per delta, and arming and
         cancelling a timer for each read was the bridge's largest cost per delta
-        (README.md (Performance))."""
+        (docs/performance.md)."""
         loop = asyncio.get_running_loop()
         self._deadline = deadline = loop.time() + wait
         watchdog = self._watchdog

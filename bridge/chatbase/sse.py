@@ -7,7 +7,7 @@ Three layers, none doing I/O:
   version described newline-delimited JSON).
 * ``StreamAssembler`` turns those chunks (AI SDK UIMessage stream protocol) into the typed
   events of ``bridge.core.models`` and the final ``ChatResult``, tolerating every shape the
-  Chatbase docs have published (``chatbase-api.md`` §3.2, §11.4).
+  Chatbase docs have published (https://www.chatbase.co/docs/api-reference/v2/streaming).
 * ``StreamParser`` puts the two together for a client reading a response body.
 """
 

@@ -10,7 +10,7 @@ from bridge.app.settings import ConversationScope
 from bridge.core.keys import NONE, escape
 from bridge.core.models import InboundMessage, Place, Platform
 
-# Chatbase's userId rule (chatbase-api.md, ChatRequest.userId).
+# Chatbase's userId rule (https://chatbase.co/docs/api-v2/user-conversations).
 USER_ID_PATTERN = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
 USER_ID_MAX = 128
 

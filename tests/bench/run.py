@@ -3,7 +3,7 @@
 Runs the real relay service (built by ``bridge.app.runtime.Runtime``) on a real Redis (REDIS_URL,
 else an embedded one) against the fake Chatbase in a separate process, and the real Slack and
 Discord adapters against their fakes; prints the figures next to their targets and writes
-them as JSON (default ``bench-report.json``). See README.md (Performance).
+them as JSON (default ``bench-report.json``). See docs/performance.md.
 
 Exit status: 1 when the harness breaks or any answer's final text is wrong (differs from the
 agent's answer, or is a bare placeholder or keeps the progress mark); timings and 429s are

@@ -1,6 +1,6 @@
 """A fake Chatbase API v2 server over real HTTP (aiohttp ``TestServer``, ephemeral port).
 
-It implements the contract in ``/work/shared/reference/chatbase-api.md``: chat (streamed and
+It implements the contract of https://www.chatbase.co/docs/api-reference/v2: chat (streamed and
 not), retry, tool results, feedback, conversation reads with cursor pages, health; bearer
 auth, agent id, userId validation and the error envelope, an ``x-request-id`` on every
 response. It keeps conversations, so follow-ups continue them and feedback can be checked.

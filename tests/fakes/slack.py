@@ -69,7 +69,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class Tiers:
-    """Slack's documented floors (reference/slack-platform.md §1.4, §2.1)."""
+    """Slack's documented floors (https://docs.slack.dev/apis/web-api/rate-limits)."""
 
     limits: Mapping[str, Limit] = field(default_factory=lambda: {
         "chat.startStream": Limit(20, 60.0),  # Tier 2

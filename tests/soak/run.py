@@ -17,7 +17,7 @@ until every delivery is handled and checks what Slack now shows for that turn:
 * no asyncio task or file-descriptor growth between the warmed-up start and the end, RSS
   sampled over time, no known secret in any log line.
 
-Exit status 0 when every check holds. The figures go into README.md (Reliability).
+Exit status 0 when every check holds. The figures go into docs/reliability.md (Soak).
 """
 
 from __future__ import annotations

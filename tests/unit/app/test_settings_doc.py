@@ -1,4 +1,4 @@
-"""The generated configuration reference, and the README section that must match it."""
+"""The generated configuration reference, and docs/configuration.md that must match it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from bridge.app.settings import Settings, env_name
-from tools.settings_doc import BEGIN, END, README, readme_section, rewrite, table
+from tools.settings_doc import CONFIGURATION, INTRO, document, table
 
 
 def test_every_setting_has_one_row_with_a_meaning() -> None:
     rows = [line for line in table().splitlines()[2:]]
     assert len(rows) == len(Settings.model_fields)
     for name, field in Settings.model_fields.items():
-        assert field.description, f"{name} has no description for the README"
+        assert field.description, f"{name} has no description for the docs"
         [row] = [r for r in rows if r.startswith(f"| `{env_name(name)}` |")]
         assert row.count(" | ") == 2, row  # a description with a bare | would add a column
 
@@ -36,33 +36,23 @@ def test_defaults_are_shown_as_an_operator_would_type_them() -> None:
     assert "| `CHATBASE_API_KEY` | — |" in text
 
 
-def test_rewrite_replaces_only_the_marked_section(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nintro\n\n{BEGIN}\nold table\n{END}\n\nafter\n")
+def test_write_replaces_the_whole_page(tmp_path: Path) -> None:
+    page = tmp_path / "configuration.md"
+    page.write_text("# stale\n\nold table\n")
     done = subprocess.run(
-        [sys.executable, "-m", "tools.settings_doc", "--write", "--readme", str(readme)],
+        [sys.executable, "-m", "tools.settings_doc", "--write", "--out", str(page)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
-    text = readme.read_text()
-    assert text.startswith("# Title\n\nintro\n\n")
-    assert text.endswith(f"{END}\n\nafter\n")
-    assert readme_section(text) == table()
+    text = page.read_text(encoding="utf-8")
+    assert text == document() == INTRO + table()
+    assert text.startswith("# Configuration\n")
     assert "old table" not in text
-    assert rewrite(text) == text  # idempotent
 
 
-def test_rewrite_refuses_a_readme_without_markers() -> None:
-    with pytest.raises(ValueError, match="settings:begin"):
-        rewrite("# no markers here\n")
-
-
-def test_readme_configuration_section_is_current() -> None:
+def test_configuration_page_is_current() -> None:
     hint = "run `python -m tools.settings_doc --write` to regenerate it"
-    if not README.is_file():
-        pytest.fail(f"README.md is missing; write it with the markers, then {hint}")
-    section = readme_section(README.read_text(encoding="utf-8"))
-    if section is None:
-        pytest.fail(f"README.md lacks the {BEGIN} … {END} markers; add them, then {hint}")
-    if section != table():
-        pytest.fail(f"README.md's settings table is out of date: {hint}")
+    if not CONFIGURATION.is_file():
+        pytest.fail(f"docs/configuration.md is missing: {hint}")
+    if CONFIGURATION.read_text(encoding="utf-8") != document():
+        pytest.fail(f"docs/configuration.md is out of date: {hint}")

@@ -43,7 +43,7 @@ META = {
     "usage": {"credits": 2},
 }
 
-# chatbase-api.md §3.3: what the AI SDK itself emits.
+# What the AI SDK itself emits (https://ai-sdk.dev/v5/docs/ai-sdk-ui/stream-protocol).
 CANONICAL = (
     b'data: {"type":"start","messageId":"msg_abc123"}\n\n'
     b'data: {"type":"start-step"}\n\n'
@@ -206,7 +206,8 @@ def test_canonical_stream() -> None:
 
 
 def test_message_start_with_flat_metadata_after_finish() -> None:
-    # chatbase-api.md S-STREAM-B: message-start, finish {type}, separate flat metadata.
+    # https://www.chatbase.co/docs/api-v2/streaming: message-start, finish {type}, separate
+    # flat metadata.
     data = frames(
         {"type": "message-start", "messageId": "m1"},
         {"type": "text-start", "id": "t"},
@@ -245,7 +246,7 @@ def test_nested_message_metadata_chunk() -> None:
 
 
 def test_legacy_finish_metadata_without_text_start() -> None:
-    # chatbase-api.md S-STREAM-A: text-delta without id, finish.metadata without messageId.
+    # That page's oldest version: text-delta without id, finish.metadata without messageId.
     data = frames(
         {"type": "start", "messageId": "m7"},
         {"type": "text-delta", "delta": "Hel"},

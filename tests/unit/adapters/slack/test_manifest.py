@@ -13,7 +13,7 @@ from bridge.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[4]
 MANIFEST = ROOT / "deploy" / "slack" / "manifest.yaml"
-DOCS = ROOT / "README.md"
+DOCS = ROOT / "docs" / "slack.md"
 
 # Every bot event the adapter listens to, and the scope that delivers it.
 EVENTS = {
@@ -59,7 +59,7 @@ def test_manifest_asks_for_exactly_what_the_adapter_uses() -> None:
 def test_docs_show_the_http_variant_with_the_events_url() -> None:
     text = DOCS.read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-    assert blocks, "the README shows the HTTP manifest variant"
+    assert blocks, "docs/slack.md shows the HTTP manifest variant"
     variant = yaml.safe_load(blocks[0])
     url = f"https://<host>{EVENTS_PATH}"
     settings = variant["settings"]
