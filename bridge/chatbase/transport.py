@@ -135,23 +135,9 @@ class Transport:
             raise ChatbaseUnavailable(
                 f"Chatbase at {self.base_url} cannot be used: {type(exc).__name__}"
             ) from exc
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.hook(endpoint, None, None)
-            return Failure(ChatbaseUnavailable(
-                f"Chatbase at {self.base_url} could not be reached ({_describe(exc)})"
-            ), exc, reached=False)
-        except TimeoutError as exc:
-            self.hook(endpoint, None, None)
-            return Failure(ChatbaseUnavailable(
-                f"Chatbase at {self.base_url} did not answer {endpoint} within "
-                f"{headers_timeout:g}s"
-            ), exc)
-        except (aiohttp.ClientError, OSError) as exc:
-            self.hook(endpoint, None, None)
-            return Failure(ChatbaseUnavailable(
-                f"Chatbase at {self.base_url} dropped the connection before answering "
-                f"{endpoint} ({_describe(exc)})"
-            ), exc)
+            return self._no_answer(endpoint, exc, headers_timeout)
         request_id = response.headers.get("x-request-id")
         if 200 <= response.status < 300:
             self.hook(endpoint, response.status, None)
@@ -160,6 +146,22 @@ class Transport:
         self.hook(endpoint, response.status, error.code)
         return Failure(error, error, status=response.status, code=error.code,
                        headers=response.headers)
+
+    def _no_answer(self, endpoint: str, exc: BaseException, waited: float) -> Failure:
+        """A request that got no answer: refused (nothing reached Chatbase), timed out, or
+        dropped before the headers."""
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return Failure(ChatbaseUnavailable(
+                f"Chatbase at {self.base_url} could not be reached ({_describe(exc)})"
+            ), exc, reached=False)
+        if isinstance(exc, TimeoutError):
+            return Failure(ChatbaseUnavailable(
+                f"Chatbase at {self.base_url} did not answer {endpoint} within {waited:g}s"
+            ), exc)
+        return Failure(ChatbaseUnavailable(
+            f"Chatbase at {self.base_url} dropped the connection before answering "
+            f"{endpoint} ({_describe(exc)})"
+        ), exc)
 
     async def read_json(
         self, endpoint: str, response: aiohttp.ClientResponse, request_id: str | None
