@@ -181,7 +181,7 @@ def message_decision(
     if guild_id is None:
         place = Place(platform=Platform.DISCORD, workspace="", channel=channel_id, is_dm=True)
         return MessageDecision(
-            message=_inbound(place, author_id, text, message_id, received_at),
+            message=_inbound(place, author_id, text, message_id),
             mode=ReplyMode.IN_PLACE,
             mentioned=True,
             target_channel=channel_id,
@@ -198,7 +198,7 @@ def message_decision(
             platform=Platform.DISCORD, workspace=guild_id, channel=parent, thread=channel_id
         )
         return MessageDecision(
-            message=_inbound(place, author_id, text, message_id, received_at),
+            message=_inbound(place, author_id, text, message_id),
             mode=ReplyMode.IN_PLACE,
             mentioned=mentioned,
             target_channel=channel_id,
@@ -212,7 +212,7 @@ def message_decision(
         # keyed on it before the thread exists.
         return MessageDecision(
             message=_inbound(
-                place, author_id, text, message_id, received_at, reply_thread=message_id
+                place, author_id, text, message_id, reply_thread=message_id
             ),
             mode=ReplyMode.OPEN_THREAD,
             mentioned=True,
@@ -220,7 +220,7 @@ def message_decision(
             thread_name=thread_name(text),
         )
     return MessageDecision(
-        message=_inbound(place, author_id, text, message_id, received_at),
+        message=_inbound(place, author_id, text, message_id),
         mode=ReplyMode.INLINE,
         mentioned=True,
         target_channel=channel_id,
@@ -236,7 +236,6 @@ def _inbound(
     author: str,
     text: str,
     message_id: str,
-    received_at: float,
     *,
     reply_thread: str | None = None,
 ) -> InboundMessage:
@@ -247,7 +246,6 @@ def _inbound(
         message_id=message_id,
         event_id=message_id,
         reply_thread=reply_thread,
-        received_at=received_at,
     )
 
 
@@ -341,5 +339,4 @@ def ask_message(
         text=question.strip(),
         message_id=interaction_id,
         event_id=interaction_id,
-        received_at=received_at,
     )

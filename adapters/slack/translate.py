@@ -195,7 +195,6 @@ def mention(
         message_id=ts,
         event_id=_event_id(body, channel, ts),
         reply_thread=None if in_thread else ts,
-        received_at=received_at,
     )
 
 
@@ -247,7 +246,6 @@ def message(
         text=to_plain(text, bot_user_id=bot.user_id),
         message_id=ts,
         event_id=_event_id(body, channel, ts),
-        received_at=received_at,
     )
 
 

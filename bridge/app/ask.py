@@ -54,31 +54,13 @@ async def ask(
     and the conversation facts on ``err``. Returns the exit status: 0, or 1 on any error."""
     try:
         api_key, agent_id = settings.require_chatbase()
-        if not text.strip():
-            raise BridgeError("Nothing to ask: the message is empty.")
-        if len(text) > settings.max_input_chars:
-            raise BridgeError(
-                f"The message is {len(text)} characters long; the limit is "
-                f"{settings.max_input_chars} ({env_name('max_input_chars')})."
-            )
-        if conversation_id is None and user_id is None:
-            user_id = default_user_id()
-        if user_id is not None:
-            check_user_id(user_id)
+        user_id = _checked(settings, text, conversation_id, user_id)
     except BridgeError as exc:
         err.write(f"error: {exc}\n")
         return 1
 
-    limiter = LocalLimiter(
-        limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
-    )
     async with aiohttp.ClientSession() as session:
-        client = ChatbaseClient(
-            session=session, api_key=api_key, agent_id=agent_id,
-            base_url=settings.chatbase_api_base, limiter=limiter,
-            timeout=settings.chatbase_timeout, idle_timeout=settings.stream_idle_timeout,
-            max_wait=settings.chatbase_max_wait,
-        )
+        client = _client(settings, session, api_key=api_key, agent_id=agent_id)
         turn = _Turn(client=client, out=None if as_json else out, err=err)
         try:
             result = await turn.run(
@@ -90,27 +72,66 @@ async def ask(
                 out.write("\n")
             err.write(_describe(exc) + "\n")
             return 1
-
-    credits = turn.credits
     if as_json:
-        payload: dict[str, Any] = {
-            "text": turn.printed,
-            "conversationId": result.conversation_id,
-            "messageId": result.message_id,
-            "userId": result.user_id if result.user_id is not None else user_id,
-            "credits": credits,
-            "finishReason": result.finish_reason,
-        }
-        out.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        out.write(json.dumps(_payload(turn, result, user_id), ensure_ascii=False) + "\n")
     else:
-        if not turn.printed.endswith("\n"):
-            out.write("\n")
-        out.flush()
-        err.write(f"conversationId: {result.conversation_id or 'unknown'}\n")
-        err.write(f"messageId: {result.message_id or 'unknown'}\n")
-        err.write(f"credits: {'unknown' if credits is None else f'{credits:g}'}\n")
+        _report(turn, result, out=out, err=err)
     err.flush()
     return 0
+
+
+def _checked(
+    settings: Settings, text: str, conversation_id: str | None, user_id: str | None
+) -> str | None:
+    """The userId to send (the default one for a new conversation); raises ``BridgeError``
+    when the question cannot be asked."""
+    if not text.strip():
+        raise BridgeError("Nothing to ask: the message is empty.")
+    if len(text) > settings.max_input_chars:
+        raise BridgeError(
+            f"The message is {len(text)} characters long; the limit is "
+            f"{settings.max_input_chars} ({env_name('max_input_chars')})."
+        )
+    if conversation_id is None and user_id is None:
+        user_id = default_user_id()
+    if user_id is not None:
+        check_user_id(user_id)
+    return user_id
+
+
+def _client(
+    settings: Settings, session: aiohttp.ClientSession, *, api_key: str, agent_id: str
+) -> ChatbaseClient:
+    limiter = LocalLimiter(
+        limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
+    )
+    return ChatbaseClient(
+        session=session, api_key=api_key, agent_id=agent_id,
+        base_url=settings.chatbase_api_base, limiter=limiter,
+        timeout=settings.chatbase_timeout, idle_timeout=settings.stream_idle_timeout,
+        max_wait=settings.chatbase_max_wait,
+    )
+
+
+def _payload(turn: _Turn, result: ChatResult, user_id: str | None) -> dict[str, Any]:
+    return {
+        "text": turn.printed,
+        "conversationId": result.conversation_id,
+        "messageId": result.message_id,
+        "userId": result.user_id if result.user_id is not None else user_id,
+        "credits": turn.credits,
+        "finishReason": result.finish_reason,
+    }
+
+
+def _report(turn: _Turn, result: ChatResult, *, out: TextIO, err: TextIO) -> None:
+    if not turn.printed.endswith("\n"):
+        out.write("\n")
+    out.flush()
+    credits = turn.credits
+    err.write(f"conversationId: {result.conversation_id or 'unknown'}\n")
+    err.write(f"messageId: {result.message_id or 'unknown'}\n")
+    err.write(f"credits: {'unknown' if credits is None else f'{credits:g}'}\n")
 
 
 class _Turn:

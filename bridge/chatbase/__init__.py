@@ -1,7 +1,8 @@
-"""Chatbase API v2: the HTTP client, its stream parser and request pacing."""
+"""Chatbase API v2: endpoints, transport and retry policy, stream parser, request pacing."""
 
-from bridge.chatbase.client import ChatbaseClient, ChatStream, RequestHook, api_error, check_user_id
+from bridge.chatbase.client import ChatbaseClient, check_user_id
 from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
+from bridge.chatbase.retry import RequestKind, RetryPolicy
 from bridge.chatbase.sse import (
     DONE,
     SseDecoder,
@@ -10,6 +11,8 @@ from bridge.chatbase.sse import (
     events_from_result,
     result_from_json,
 )
+from bridge.chatbase.stream import ChatStream
+from bridge.chatbase.transport import RequestHook, api_error
 
 __all__ = [
     "DONE",
@@ -17,7 +20,9 @@ __all__ = [
     "ChatbaseClient",
     "LocalLimiter",
     "RequestHook",
+    "RequestKind",
     "RequestLimiter",
+    "RetryPolicy",
     "SseDecoder",
     "StreamAssembler",
     "StreamParser",

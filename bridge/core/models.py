@@ -53,7 +53,6 @@ class InboundMessage:
     message_id: str
     event_id: str
     reply_thread: str | None = None
-    received_at: float = 0.0
 
     @property
     def conversation_thread(self) -> str | None:
@@ -73,9 +72,6 @@ class InboundReaction:
     emoji: str
     added: bool
     event_id: str
-    # Names of the same user's reactions still on the message after this event, when the
-    # platform tells us (Discord raw events do not; the core then reads its own record).
-    remaining: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from bridge.core.ports import Clock, ReplySink, SinkOpener
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.rendering.renderer import Renderer
 from bridge.core.tools import ToolRegistry
-from bridge.store import ConversationState, Store
+from bridge.store import Claim, ConversationState, Store
 
 log = logging.getLogger(__name__)
 
@@ -149,40 +149,8 @@ class RelayService:
         self, message: InboundMessage, sink: ReplySink, platform: str
     ) -> None:
         started = self._clock.now()
-        quota = self._settings.user_quota
         text = message.text.strip()
-        limit = self._settings.max_input_chars
-        # Only a message that would reach Chatbase counts against the user's quota.
-        counted = bool(quota and text and len(text) <= limit)
-        place = message.place
-        subject = f"{platform}:{place.enterprise or place.workspace}:{message.author}"
-        try:
-            claim = await self._store.claim(
-                message.event_id,
-                quota_subject=subject if counted else None,
-                quota_window=self._settings.user_quota_window,
-            )
-            first, count, reset_in = claim.first, claim.quota_count, claim.quota_reset_in
-        except StoreError as exc:
-            log.warning("answering without de-duplication or quota: %s", exc)
-            first, count, reset_in = True, 0, 0.0
-        if not first:
-            self._metrics.events.labels(platform, "duplicate").inc()
-            log.info("dropped a duplicate delivery")
-            return
-        self._metrics.events.labels(platform, "accepted").inc()
-        if not self._accepting:
-            await self._notice(sink, platform, notices.RESTARTING)
-            return
-        if not text:
-            await self._notice(sink, platform, notices.EMPTY_MESSAGE)
-            return
-        if len(text) > limit:
-            await self._notice(sink, platform, notices.too_long(limit, len(text)))
-            return
-        if counted and count > quota:
-            log.info("user over quota (%s messages in the window)", count)
-            await self._notice(sink, platform, notices.over_quota(quota, reset_in))
+        if not await self._admit(message, sink, platform, text):
             return
         key = conversation_key(message, scope=self._settings.conversation_scope)
         bind(conversation=key)
@@ -190,12 +158,7 @@ class RelayService:
         answering = False
         try:
             async with self._turn(key) as turn:
-                state = turn.state
-                idle = self._settings.dm_idle_reset
-                if (state is not None and message.place.is_dm and idle
-                        and time.time() - state.last_turn_at > idle):
-                    log.info("DM idle for longer than BRIDGE_DM_IDLE_RESET; starting over")
-                    state = None
+                state = self._current_state(message, turn.state)
                 user_id = chatbase_user_id(message.place, message.author, secret=self._secret)
                 answering = True
                 await self._answer(message, sink, text, state, user_id, turn, started)
@@ -208,6 +171,59 @@ class RelayService:
                         CUT_OFF_WRITE_SECONDS,
                     )
             raise
+
+    async def _admit(
+        self, message: InboundMessage, sink: ReplySink, platform: str, text: str
+    ) -> bool:
+        """Claim the event and check it may be answered; a notice says why when it may not."""
+        quota = self._settings.user_quota
+        limit = self._settings.max_input_chars
+        # Only a message that would reach Chatbase counts against the user's quota.
+        counted = bool(quota and text and len(text) <= limit)
+        claim = await self._claim(message, platform, counted=counted)
+        if not claim.first:
+            self._metrics.events.labels(platform, "duplicate").inc()
+            log.info("dropped a duplicate delivery")
+            return False
+        self._metrics.events.labels(platform, "accepted").inc()
+        refusal: str | None = None
+        if not self._accepting:
+            refusal = notices.RESTARTING
+        elif not text:
+            refusal = notices.EMPTY_MESSAGE
+        elif len(text) > limit:
+            refusal = notices.too_long(limit, len(text))
+        elif counted and claim.quota_count > quota:
+            log.info("user over quota (%s messages in the window)", claim.quota_count)
+            refusal = notices.over_quota(quota, claim.quota_reset_in)
+        if refusal is not None:
+            await self._notice(sink, platform, refusal)
+            return False
+        return True
+
+    async def _claim(self, message: InboundMessage, platform: str, *, counted: bool) -> Claim:
+        place = message.place
+        subject = f"{platform}:{place.enterprise or place.workspace}:{message.author}"
+        try:
+            return await self._store.claim(
+                message.event_id,
+                quota_subject=subject if counted else None,
+                quota_window=self._settings.user_quota_window,
+            )
+        except StoreError as exc:
+            log.warning("answering without de-duplication or quota: %s", exc)
+            return Claim(first=True)
+
+    def _current_state(
+        self, message: InboundMessage, state: ConversationState | None
+    ) -> ConversationState | None:
+        """The conversation to continue: none after a DM was idle past BRIDGE_DM_IDLE_RESET."""
+        idle = self._settings.dm_idle_reset
+        if (state is not None and message.place.is_dm and idle
+                and time.time() - state.last_turn_at > idle):
+            log.info("DM idle for longer than BRIDGE_DM_IDLE_RESET; starting over")
+            return None
+        return state
 
     async def _answer(
         self,
@@ -223,54 +239,80 @@ class RelayService:
         gauge = self._metrics.in_flight.labels(platform)
         gauge.inc()
         renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
+        conversation_id = state.conversation_id if state else None
+
+        async def failed(exc: ChatbaseError) -> None:
+            self._count(platform, await self._fail(renderer, exc))
+
         try:
             async with renderer:
-                try:
-                    result, note = await self._converse(
-                        renderer, text, state.conversation_id if state else None, user_id, turn
-                    )
-                except asyncio.CancelledError:
-                    await self._cut_off(renderer, notices.SHUTTING_DOWN)
-                    self._metrics.answers.labels(platform, "cut_off").inc()
-                    raise
-                except ChatbaseError as exc:
-                    outcome = await self._fail(renderer, exc)
-                    self._metrics.answers.labels(platform, outcome).inc()
+                played = await self._play(
+                    renderer, platform,
+                    lambda: self._converse(renderer, text, conversation_id, user_id, turn),
+                    failed,
+                )
+                if played is None:
                     return
-                except Exception:
-                    await self._cut_off(renderer, "something went wrong on the bridge")
-                    self._metrics.answers.labels(platform, "error").inc()
-                    raise
-                final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
-                if note:
-                    final = f"{final}\n\n{note}"
-                part_ids = await renderer.finish(final)
-                self._metrics.answers.labels(
-                    platform, "failed_render" if renderer.failed else "answered"
-                ).inc()
+                result, part_ids = played
+                self._count(platform, "failed_render" if renderer.failed else "answered")
                 if renderer.first_text_at is not None:
                     self._metrics.first_text_seconds.labels(platform).observe(
                         max(0.0, renderer.first_text_at - started)
                     )
                 if result.conversation_id:
-                    record = None
-                    if result.message_id and part_ids:
-                        record = ReplyRecord(
-                            conversation_id=result.conversation_id,
-                            assistant_message_id=result.message_id,
-                            conversation_key=conversation_key(
-                                message, scope=self._settings.conversation_scope
-                            ),
-                            asker=message.author,
-                            platform=message.place.platform,
-                            workspace=message.place.workspace,
-                            channel=message.place.channel,
-                            thread=message.conversation_thread,
-                            part_ids=part_ids,
-                        )
+                    record = self._reply_record(message, result, part_ids)
                     turn.remember(result.conversation_id, result.message_id, record)
         finally:
             gauge.dec()
+
+    async def _play(
+        self,
+        renderer: Renderer,
+        platform: str,
+        converse: Callable[[], Awaitable[tuple[ChatResult, str | None]]],
+        failed: Callable[[ChatbaseError], Awaitable[None]],
+    ) -> tuple[ChatResult, tuple[str, ...]] | None:
+        """The one turn loop of answers and regenerations: stream the answer into
+        ``renderer`` and write its final text, with the note ``converse`` may add. A Chatbase
+        error goes to ``failed`` (None is returned); shutdown or a fault of the bridge marks
+        what was shown as cut off."""
+        try:
+            result, note = await converse()
+        except asyncio.CancelledError:
+            await self._cut_off(renderer, notices.SHUTTING_DOWN)
+            self._count(platform, "cut_off")
+            raise
+        except ChatbaseError as exc:
+            await failed(exc)
+            return None
+        except Exception:
+            await self._cut_off(renderer, "something went wrong on the bridge")
+            self._count(platform, "error")
+            raise
+        final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
+        if note:
+            final = f"{final}\n\n{note}"
+        return result, await renderer.finish(final)
+
+    def _reply_record(
+        self, message: InboundMessage, result: ChatResult, part_ids: tuple[str, ...]
+    ) -> ReplyRecord | None:
+        if not (result.conversation_id and result.message_id and part_ids):
+            return None
+        return ReplyRecord(
+            conversation_id=result.conversation_id,
+            assistant_message_id=result.message_id,
+            conversation_key=conversation_key(message, scope=self._settings.conversation_scope),
+            asker=message.author,
+            platform=message.place.platform,
+            workspace=message.place.workspace,
+            channel=message.place.channel,
+            thread=message.conversation_thread,
+            part_ids=part_ids,
+        )
+
+    def _count(self, platform: str, outcome: str) -> None:
+        self._metrics.answers.labels(platform, outcome).inc()
 
     async def _converse(
         self,
@@ -369,7 +411,7 @@ class RelayService:
         renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
         async with renderer:
             await renderer.finish(text, answered=False)
-        self._metrics.answers.labels(platform, "notice").inc()
+        self._count(platform, "notice")
 
     @contextlib.asynccontextmanager
     async def _turn(self, key: str) -> AsyncIterator[_Turn]:
@@ -491,31 +533,23 @@ class RelayService:
             sink = open_sink(record)
             renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock,
                                 existing=record.part_ids)
+
+            async def converse() -> tuple[ChatResult, str | None]:
+                stream = self._chatbase.retry_stream(
+                    conversation_id=record.conversation_id,
+                    message_id=record.assistant_message_id,
+                )
+                return await self._consume(stream, renderer), None
+
+            async def failed(exc: ChatbaseError) -> None:
+                await self._regenerate_failed(renderer, sink, record, exc)
+
             async with renderer:
-                try:
-                    result = await self._consume(
-                        self._chatbase.retry_stream(
-                            conversation_id=record.conversation_id,
-                            message_id=record.assistant_message_id,
-                        ),
-                        renderer,
-                    )
-                except asyncio.CancelledError:
-                    await self._cut_off(renderer, notices.SHUTTING_DOWN)
-                    raise
-                except ChatbaseError as exc:
-                    if renderer.has_text:
-                        await self._fail(renderer, exc)
-                    else:
-                        log.error("regenerate failed: %s", exc,
-                                  extra={"request_id": exc.request_id})
-                        await sink.finish(record.part_ids, answered=False)
-                        with contextlib.suppress(Exception):
-                            await sink.post(notices.for_error(exc), final=True)
-                    return
-                final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
-                part_ids = await renderer.finish(final)
-            self._metrics.answers.labels(platform, "regenerated").inc()
+                played = await self._play(renderer, platform, converse, failed)
+            if played is None:
+                return
+            result, part_ids = played
+            self._count(platform, "regenerated")
             conversation_id = result.conversation_id or record.conversation_id
             new_id = result.message_id or record.assistant_message_id
             turn.remember(
@@ -524,6 +558,19 @@ class RelayService:
                 replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
                         part_ids=part_ids),
             )
+
+    async def _regenerate_failed(
+        self, renderer: Renderer, sink: ReplySink, record: ReplyRecord, exc: ChatbaseError
+    ) -> None:
+        """A regeneration that showed text is marked cut off; one that showed nothing leaves
+        the old answer in place and says why below it."""
+        if renderer.has_text:
+            await self._fail(renderer, exc)
+            return
+        log.error("regenerate failed: %s", exc, extra={"request_id": exc.request_id})
+        await sink.finish(record.part_ids, answered=False)
+        with contextlib.suppress(Exception):
+            await sink.post(notices.for_error(exc), final=True)
 
     # ------------------------------------------------------------------ shutdown
 

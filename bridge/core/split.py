@@ -66,6 +66,32 @@ def _hard_cut(line: str, room: int) -> int:
     return max(1, cut)
 
 
+def _cut_line(
+    line: str, state: Fence | None, prefix: str, limit: int
+) -> tuple[Part, str, Fence | None]:
+    """Cut a single line that does not fit into a part of its own: the part, the rest of
+    the line, and the fence open after the part."""
+    # The line's head may itself open a fence (an over-long fence line), so leave room to
+    # close one.
+    opening = _FENCE.match(line)
+    closing_room = max(
+        len(state.marker) + 1 if state is not None else 0,
+        len(opening.group(1)) + 1 if opening is not None else 0,
+    )
+    room = limit - len(prefix) - closing_room
+    if room < 1 or not line:
+        # A fence so long that re-opening it leaves no room: give up keeping it
+        # balanced rather than loop; real limits (2,000+) never get here.
+        prefix, state = "", None
+        room = limit
+    cut = _hard_cut(line, room)
+    head, tail = line[:cut], line[cut:]
+    state = fence_after(head, state)
+    if len(prefix) + len(head) + len(_closer(state, head)) > limit:
+        state = None
+    return Part(prefix, head, _closer(state, head)), tail, state
+
+
 def split_text(text: str, limit: int, *, fence: Fence | None = None) -> list[Part]:
     """Split ``text`` into parts whose ``.text`` is at most ``limit`` characters.
 
@@ -99,25 +125,8 @@ def split_text(text: str, limit: int, *, fence: Fence | None = None) -> list[Par
             i += 1
             continue
         if not current:
-            # A single line that does not fit: cut it. Its head may itself open a fence
-            # (an over-long fence line), so leave room to close one.
-            opening = _FENCE.match(line)
-            closing_room = max(
-                len(state.marker) + 1 if state is not None else 0,
-                len(opening.group(1)) + 1 if opening is not None else 0,
-            )
-            room = limit - len(prefix) - closing_room
-            if room < 1 or not line:
-                # A fence so long that re-opening it leaves no room: give up keeping it
-                # balanced rather than loop; real limits (2,000+) never get here.
-                prefix, state = "", None
-                room = limit
-            cut = _hard_cut(line, room)
-            head, tail = line[:cut], line[cut:]
-            state = fence_after(head, state)
-            if len(prefix) + len(head) + len(_closer(state, head)) > limit:
-                state = None
-            parts.append(Part(prefix, head, _closer(state, head)))
+            part, tail, state = _cut_line(line, state, prefix, limit)
+            parts.append(part)
             lines[i] = tail
             start_fence = state
             if not tail:

@@ -48,7 +48,7 @@ class EmbeddedRedis:
         # Unix socket paths are limited to ~107 bytes, so the socket lives in a short temp dir.
         self._sock_dir = tempfile.mkdtemp(prefix="cbb-redis-")
         sock = f"{self._sock_dir}/redis.sock"
-        self._proc = await asyncio.create_subprocess_exec(
+        self._proc = proc = await asyncio.create_subprocess_exec(
             _executable(),
             "--port", "0",
             "--unixsocket", sock,
@@ -62,38 +62,43 @@ class EmbeddedRedis:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        client = aioredis.Redis(unix_socket_path=sock)
         try:
-            deadline = asyncio.get_running_loop().time() + wait
-            while True:
-                if self._proc.returncode is not None:
-                    err = b""
-                    if self._proc.stderr is not None:
-                        err = await self._proc.stderr.read()
-                    raise StoreError(
-                        "The embedded Redis (REDIS_URL unset) failed to start: "
-                        + (err.decode(errors="replace").strip() or "no output")
-                    )
-                with contextlib.suppress(OSError, aioredis.ConnectionError):
-                    if await client.ping():
-                        break
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StoreError(
-                        f"The embedded Redis (REDIS_URL unset) did not answer within {wait:.0f}s."
-                    )
-                # Polling a just-started server's socket: there is no readiness event to await.
-                await asyncio.sleep(0.02)
+            await self._await_ready(proc, sock, wait)
         except BaseException:
-            await client.aclose()
             await self.stop()
             raise
-        await client.aclose()
         log.info(
             "REDIS_URL is unset: started an embedded Redis with data in %s; "
             "it serves this process only, so set REDIS_URL to run several replicas.",
             self._data_dir,
         )
         return self.url
+
+    @staticmethod
+    async def _await_ready(proc: asyncio.subprocess.Process, sock: str, wait: float) -> None:
+        """Return once the server answers PING; raise StoreError if it exits or stays
+        silent for ``wait`` seconds."""
+        client = aioredis.Redis(unix_socket_path=sock)
+        try:
+            deadline = asyncio.get_running_loop().time() + wait
+            while True:
+                if proc.returncode is not None:
+                    err = await proc.stderr.read() if proc.stderr is not None else b""
+                    raise StoreError(
+                        "The embedded Redis (REDIS_URL unset) failed to start: "
+                        + (err.decode(errors="replace").strip() or "no output")
+                    )
+                with contextlib.suppress(OSError, aioredis.ConnectionError):
+                    if await client.ping():
+                        return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(
+                        f"The embedded Redis (REDIS_URL unset) did not answer within {wait:.0f}s."
+                    )
+                # Polling a just-started server's socket: there is no readiness event to await.
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None

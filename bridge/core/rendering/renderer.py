@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.core.ports import Clock, Operation, ReplySink
+from bridge.core.ports import Budget, Clock, Operation, ReplySink
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.split import Fence, Part, fence_after, split_text
 
@@ -172,48 +172,54 @@ class Renderer:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            budget = self._sink.budget(step.op, final=step.final)
-            await self._pacer.wait(budget)
-            # Latest wins: what to send is decided after the wait, not before it.
-            desired, final = self._desired()
-            again = self._next_step(desired, final)
-            if again is None:
+            paced = await self._paced(step)
+            if paced is None:
                 continue
-            if self._sink.budget(again.op, final=again.final) != budget:
-                continue  # the call changed kind while waiting; pace it on its own bucket
-            step = again
-            try:
-                await self._call(step)
-            except PlatformRateLimited as exc:
-                # Pacing should prevent this; seeing it means another client shares the
-                # token or the budgets are too generous for this workspace.
-                log.warning("platform throttled a reply: %s", exc)
-                await self._pacer.penalise(budget, exc.retry_after)
-                continue
-            except PlatformMessageGone as exc:
-                failures += 1
-                if step.op == "edit":
-                    log.warning("reply message %s is gone; posting it again",
-                                self._ids[step.index])
-                    self._ids[step.index] = None
-                else:
-                    log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES,
-                                exc)
-                # A thread archived or locked under the reply refuses the new post as well.
-                if failures >= MAX_FAILURES:
-                    log.error("giving up on this reply after %s failed platform calls", failures)
-                    self.failed = True
-                    return
-            except PlatformError as exc:
-                failures += 1
-                log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES, exc)
-                if failures >= MAX_FAILURES:
-                    log.error("giving up on this reply after %s failed platform calls", failures)
-                    self.failed = True
-                    return
-                await self._clock.sleep(min(8.0, 0.25 * 2**failures))
+            failures = await self._write(*paced, failures)
+            if failures >= MAX_FAILURES:
+                log.error("giving up on this reply after %s failed platform calls", failures)
+                self.failed = True
+                return
+
+    async def _paced(self, step: _Step) -> tuple[_Step, Budget] | None:
+        """Wait for the budget of ``step``; then the step to take now, or None when the call
+        changed kind while waiting (it is paced again on its own bucket)."""
+        budget = self._sink.budget(step.op, final=step.final)
+        await self._pacer.wait(budget)
+        # Latest wins: what to send is decided after the wait, not before it.
+        desired, final = self._desired()
+        again = self._next_step(desired, final)
+        if again is None or self._sink.budget(again.op, final=again.final) != budget:
+            return None
+        return again, budget
+
+    async def _write(self, step: _Step, budget: Budget, failures: int) -> int:
+        """Make one platform call; returns the number of consecutive failed calls after it."""
+        try:
+            await self._call(step)
+        except PlatformRateLimited as exc:
+            # Pacing should prevent this; seeing it means another client shares the
+            # token or the budgets are too generous for this workspace.
+            log.warning("platform throttled a reply: %s", exc)
+            await self._pacer.penalise(budget, exc.retry_after)
+            return failures
+        except PlatformMessageGone as exc:
+            # Counted as a failure: a thread archived or locked under the reply refuses the
+            # new post as well.
+            failures += 1
+            if step.op == "edit":
+                log.warning("reply message %s is gone; posting it again", self._ids[step.index])
+                self._ids[step.index] = None
             else:
-                failures = 0
+                log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES, exc)
+            return failures
+        except PlatformError as exc:
+            failures += 1
+            log.warning("platform call failed (%s of %s): %s", failures, MAX_FAILURES, exc)
+            if failures < MAX_FAILURES:
+                await self._clock.sleep(min(8.0, 0.25 * 2**failures))
+            return failures
+        return 0
 
     async def _call(self, step: _Step) -> None:
         self.calls += 1

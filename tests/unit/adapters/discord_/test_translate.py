@@ -71,7 +71,6 @@ def test_a_channel_mention_opens_a_thread_keyed_on_the_message() -> None:
     assert message.conversation_thread == MESSAGE
     assert message.event_id == MESSAGE and message.message_id == MESSAGE
     assert message.author == USER
-    assert message.received_at == 5.0
     assert decision.thread_name == "how do refunds work?"
 
 

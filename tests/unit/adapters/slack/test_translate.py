@@ -42,7 +42,7 @@ def test_top_level_mention_opens_a_thread_under_itself() -> None:
         place=Place(platform=Platform.SLACK, workspace="T0TEAM", channel="C0CHAN",
                     thread=None, is_dm=False, enterprise=None),
         author="U0ASKER", text="what is the refund policy?", message_id=TS,
-        event_id="Ev1", reply_thread=TS, received_at=5.0,
+        event_id="Ev1", reply_thread=TS,
     )
     assert message.conversation_thread == TS
 
