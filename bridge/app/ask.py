@@ -9,9 +9,9 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from bridge.app.compose import compose_chatbase
 from bridge.app.settings import Settings, env_name
 from bridge.chatbase.client import ChatbaseClient, check_user_id
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.errors import (
     BridgeError,
     ChatbaseAPIError,
@@ -52,7 +52,7 @@ async def ask(
     """Send ``text``, print the answer as it streams (or one JSON object with ``as_json``)
     and the conversation facts on ``err``. Returns the exit status: 0, or 1 on any error."""
     try:
-        api_key, agent_id = settings.require_chatbase()
+        settings.require_chatbase()
         if not text.strip():
             raise BridgeError("Nothing to ask: the message is empty.")
         if len(text) > settings.max_input_chars:
@@ -68,16 +68,8 @@ async def ask(
         err.write(f"error: {exc}\n")
         return 1
 
-    limiter = LocalLimiter(
-        limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
-    )
     async with aiohttp.ClientSession() as session:
-        client = ChatbaseClient(
-            session=session, api_key=api_key, agent_id=agent_id,
-            base_url=settings.chatbase_api_base, limiter=limiter,
-            timeout=settings.chatbase_timeout, idle_timeout=settings.stream_idle_timeout,
-            max_wait=settings.chatbase_max_wait,
-        )
+        client = compose_chatbase(settings, session=session)
         turn = _Turn(client=client, out=None if as_json else out, err=err)
         try:
             result = await turn.run(
