@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 from typing import Any, TextIO
 
 import aiohttp
@@ -21,9 +20,9 @@ from bridge.core.errors import (
     StreamInterrupted,
     StreamMalformed,
 )
+from bridge.core.identity import NOT_USER_ID_CHARS
 from bridge.core.models import ChatResult, TextDelta
 
-_NOT_USER_ID = re.compile(r"[^a-zA-Z0-9._-]+")
 # What a client action gets from the command line, which has no handlers to run it: the
 # agent must not be left waiting on a tool call (chatbase-api.md §5).
 CLI_TOOL_OUTPUT = {"error": "Client actions are not available from the command line."}
@@ -35,7 +34,7 @@ def default_user_id() -> str:
         name = getpass.getuser()
     except (OSError, KeyError):
         name = ""
-    name = _NOT_USER_ID.sub("_", name).strip("_")[:120]
+    name = NOT_USER_ID_CHARS.sub("_", name).strip("_")[:120]
     return f"cli.{name or 'user'}"
 
 

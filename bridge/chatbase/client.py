@@ -23,7 +23,6 @@ import enum
 import json
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,6 +47,7 @@ from bridge.core.errors import (
     StreamIdleTimeout,
     StreamInterrupted,
 )
+from bridge.core.identity import NOT_USER_ID_CHARS, USER_ID_MAX
 from bridge.core.models import ChatResult, Feedback, StreamEvent
 from bridge.core.ports import Clock
 
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 # (endpoint name, HTTP status or None when no answer came, Chatbase error code or None)
 RequestHook = Callable[[str, int | None, str | None], None]
 
-_USER_ID = re.compile(r"^[a-zA-Z0-9._-]+$")
-USER_ID_MAX: Final = 128
 
 _TRANSIENT_RETRIES: Final = 2
 _MAX_RATE_LIMITED: Final = 10
@@ -82,7 +80,7 @@ _RATE_LIMITED = "RATE_LIMIT_TOO_MANY_REQUESTS"
 def check_user_id(user_id: str) -> str:
     """Return ``user_id`` if Chatbase accepts it (``^[a-zA-Z0-9._-]+$``, at most 128),
     else raise ``InvalidUserId``."""
-    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
+    if not isinstance(user_id, str) or not user_id or NOT_USER_ID_CHARS.search(user_id):
         raise InvalidUserId(
             f"userId {user_id!r} may only contain letters, digits, '.', '_' and '-'"
         )
