@@ -41,9 +41,9 @@ APPLICATION_PATH = "/oauth2/applications/@me"
 class DiscordApi:
     """The two REST reads `check` and `discord-invite` make, as the bot.
 
-    Plain aiohttp rather than discord.py's HTTPClient: discord.py takes its API base from the
-    class-wide ``discord.http.Route.BASE`` and offers no per-client one, and DISCORD_API_BASE
-    (a proxy, a test server) must be honoured without patching the library process-wide."""
+    Plain aiohttp rather than discord.py's HTTPClient: discord.py takes its API base from a
+    class attribute of its ``Route`` and offers no per-client one, and DISCORD_API_BASE (a
+    proxy, a test server) must be honoured without patching the library process-wide."""
 
     def __init__(self, *, session: aiohttp.ClientSession, base_url: str, token: str) -> None:
         self._session = session
