@@ -39,6 +39,7 @@ from bridge.core.models import (
 from bridge.core.ports import Relay, ReplySink
 
 from . import translate
+from .checks import shard_problem
 from .sink import DEFAULT_INTERVAL, NO_MENTIONS, ChannelSink, InteractionSink, ThreadRequest
 from .translate import ChannelFacts, ChannelKind, Filters, ReplyMode
 from .views import FeedbackView, layout_view
@@ -195,18 +196,9 @@ class DiscordAdapter:
     def _shards(self) -> tuple[list[int] | None, int | None]:
         ids = list(self._settings.discord_shard_ids) or None
         count = self._settings.discord_shard_count
-        if ids is not None:
-            if count is None:
-                raise ConfigError(
-                    "BRIDGE_DISCORD_SHARD_IDS needs BRIDGE_DISCORD_SHARD_COUNT (the total "
-                    "number of shards across all processes)."
-                )
-            bad = [i for i in ids if not 0 <= i < count]
-            if bad:
-                raise ConfigError(
-                    f"BRIDGE_DISCORD_SHARD_IDS {bad} are outside 0..{count - 1} "
-                    f"(BRIDGE_DISCORD_SHARD_COUNT={count})."
-                )
+        problem = shard_problem(ids or (), count)
+        if problem:
+            raise ConfigError(problem)
         return ids, count
 
     def _command_guilds(self) -> list[int]:

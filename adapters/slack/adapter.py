@@ -36,6 +36,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import translate
+from adapters.slack.checks import BAD_TOKEN
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
 from adapters.slack.translate import FEEDBACK_ACTION_ID, BotIdentity, Scope
 from bridge.app.metrics import Metrics
@@ -47,9 +48,6 @@ from bridge.core.ports import Relay, ReplySink
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-# auth.test answers that mean the operator's token is wrong, not that Slack is unwell.
-_BAD_TOKEN = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
-                        "token_expired", "not_allowed_token_type"})
 # The reset command answers inside Slack's three seconds even when Redis is slow.
 RESET_TIMEOUT = 2.5
 
@@ -277,7 +275,7 @@ class SlackAdapter:
             response = await client.auth_test()
         except SlackApiError as exc:
             code = exc.response.get("error") if exc.response is not None else None
-            if code in _BAD_TOKEN:
+            if code in BAD_TOKEN:
                 raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN ({code}).") from exc
             raise PlatformError(f"Slack auth.test failed: {code}") from exc
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 from typing import Any, TextIO
 
 import aiohttp
 
+from bridge.app.compose import compose_chatbase
 from bridge.app.settings import Settings, env_name
 from bridge.chatbase.client import ChatbaseClient, check_user_id
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.errors import (
     BridgeError,
     ChatbaseAPIError,
@@ -21,9 +20,9 @@ from bridge.core.errors import (
     StreamInterrupted,
     StreamMalformed,
 )
+from bridge.core.identity import NOT_USER_ID_CHARS
 from bridge.core.models import ChatResult, TextDelta
 
-_NOT_USER_ID = re.compile(r"[^a-zA-Z0-9._-]+")
 # What a client action gets from the command line, which has no handlers to run it: the
 # agent must not be left waiting on a tool call:
 # https://www.chatbase.co/docs/api-reference/v2/client-actions
@@ -36,7 +35,7 @@ def default_user_id() -> str:
         name = getpass.getuser()
     except (OSError, KeyError):
         name = ""
-    name = _NOT_USER_ID.sub("_", name).strip("_")[:120]
+    name = NOT_USER_ID_CHARS.sub("_", name).strip("_")[:120]
     return f"cli.{name or 'user'}"
 
 
@@ -53,14 +52,14 @@ async def ask(
     """Send ``text``, print the answer as it streams (or one JSON object with ``as_json``)
     and the conversation facts on ``err``. Returns the exit status: 0, or 1 on any error."""
     try:
-        api_key, agent_id = settings.require_chatbase()
+        settings.require_chatbase()
         user_id = _checked(settings, text, conversation_id, user_id)
     except BridgeError as exc:
         err.write(f"error: {exc}\n")
         return 1
 
     async with aiohttp.ClientSession() as session:
-        client = _client(settings, session, api_key=api_key, agent_id=agent_id)
+        client = compose_chatbase(settings, session=session)
         turn = _Turn(client=client, out=None if as_json else out, err=err)
         try:
             result = await turn.run(
@@ -97,20 +96,6 @@ def _checked(
     if user_id is not None:
         check_user_id(user_id)
     return user_id
-
-
-def _client(
-    settings: Settings, session: aiohttp.ClientSession, *, api_key: str, agent_id: str
-) -> ChatbaseClient:
-    limiter = LocalLimiter(
-        limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
-    )
-    return ChatbaseClient(
-        session=session, api_key=api_key, agent_id=agent_id,
-        base_url=settings.chatbase_api_base, limiter=limiter,
-        timeout=settings.chatbase_timeout, idle_timeout=settings.stream_idle_timeout,
-        max_wait=settings.chatbase_max_wait,
-    )
 
 
 def _payload(turn: _Turn, result: ChatResult, user_id: str | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The ``chatbase-bridge`` command line: ``run``, ``ask``, ``check``, ``discord-invite``.
+"""The ``chatbase-bridge`` command line: ``run``, ``ask``, ``check``, and each platform's own
+commands (``discord-invite``).
 
 Operator mistakes end in one plain sentence on stderr, never a traceback. Exit status: 0 done,
 1 a service failed, 2 a setting (or the command line) must change, 130 interrupted.
@@ -20,6 +21,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bridge.app import logs
+from bridge.app.platforms import Command, Platform, discover
 from bridge.app.settings import Settings, load_settings
 from bridge.core.errors import BridgeError, ConfigError
 
@@ -52,7 +54,9 @@ def version() -> str:
 # ---------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(platforms: Sequence[Platform] | None = None) -> argparse.ArgumentParser:
+    if platforms is None:
+        platforms = discover()
     parser = argparse.ArgumentParser(
         prog="chatbase-bridge",
         description="Puts a Chatbase AI agent into Slack workspaces and Discord servers. "
@@ -67,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with the /healthz, /readyz and /metrics server. SIGTERM or Ctrl-C finishes answers "
         "in flight within BRIDGE_SHUTDOWN_GRACE, then exits; a second one quits at once.",
     )
-    run.add_argument("--platform", choices=("slack", "discord"),
+    run.add_argument("--platform", choices=[p.name for p in platforms],
                      help="run only this platform")
     run.add_argument(
         "--shard-group-size", type=_positive, metavar="N",
@@ -101,14 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_cmd_check)
 
-    invite = commands.add_parser(
-        "discord-invite", help="print the link that adds the Discord bot to a server",
-        description="Print the OAuth2 URL with the scopes and permissions the bot uses. The "
-        "application id comes from --application-id or is looked up with DISCORD_BOT_TOKEN.",
-    )
-    invite.add_argument("--application-id", metavar="ID",
-                        help="the application id (Developer Portal → General Information)")
-    invite.set_defaults(handler=_cmd_discord_invite)
+    for platform in platforms:
+        for command in platform.commands():
+            extra = commands.add_parser(command.name, help=command.help,
+                                        description=command.description)
+            command.arguments(extra)
+            extra.set_defaults(handler=_platform_command(command))
     return parser
 
 
@@ -269,7 +271,7 @@ def shard_group_ids(*, group: int, size: int, count: int | None) -> list[int]:
 
 
 async def _serve(settings: Settings, platforms: tuple[str, ...] | None) -> None:
-    from bridge.app.runtime import Runtime  # the SDKs load only for `run`
+    from bridge.app.runtime import Runtime  # Redis and the HTTP server load only for `run`
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -335,17 +337,16 @@ def _cmd_check(args: argparse.Namespace, secrets: _Secrets) -> int:
     return status
 
 
-# ---------------------------------------------------------------------------- discord-invite
+# ---------------------------------------------------------------------------- platforms
 
 
-def _cmd_discord_invite(args: argparse.Namespace, secrets: _Secrets) -> int:
-    from adapters.discord.invite import invite_url
-    from bridge.app.checks import discord_application_id
+def _platform_command(command: Command) -> Callable[[argparse.Namespace, _Secrets], int]:
+    def handler(args: argparse.Namespace, secrets: _Secrets) -> int:
+        def settings() -> Settings:
+            loaded = _load(secrets)
+            _quiet_logging(loaded)
+            return loaded
 
-    application_id: str | None = args.application_id
-    if application_id is None:
-        settings = _load(secrets)
-        _quiet_logging(settings)
-        application_id = asyncio.run(discord_application_id(settings))
-    print(invite_url(application_id))
-    return 0
+        return command.run(args, settings)
+
+    return handler

@@ -1,4 +1,4 @@
-"""The composition root: opens and closes every shared resource and wires the parts."""
+"""The running bridge: the composed parts, the HTTP server and the platform adapters."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ import contextlib
 import errno
 import gc
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from bridge.app.compose import Bridge, compose
 from bridge.app.http import create_app
 from bridge.app.metrics import Metrics
+from bridge.app.platforms import Platform, credentials, discover, select
 from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
 from bridge.core.clock import SystemClock
 from bridge.core.errors import ConfigError
 from bridge.core.ports import Clock, PlatformAdapter
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
-from bridge.core.tools import ToolRegistry
-from bridge.store import Store, connect
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
-
-PLATFORMS = ("slack", "discord")
 
 
 class Runtime:
@@ -41,21 +41,26 @@ class Runtime:
         settings: Settings,
         platforms: tuple[str, ...] | None = None,
         clock: Clock | None = None,
+        available: Sequence[Platform] | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
-        self._platforms = platforms
+        self._names = platforms
+        self._available = tuple(available) if available is not None else None
         self._stack = AsyncExitStack()
         self.adapters: list[PlatformAdapter] = []
         self.http_app: web.Application | None = None
         self.port: int | None = None
+        self._bridge: Bridge | None = None
 
     # ------------------------------------------------------------------ resources
 
     async def __aenter__(self) -> Runtime:
         try:
-            await self._open()
+            self._bridge = await self._stack.enter_async_context(
+                compose(self.settings, clock=self.clock, metrics=self.metrics)
+            )
         except BaseException:
             await self._stack.aclose()
             raise
@@ -69,79 +74,41 @@ class Runtime:
     ) -> None:
         await self._stack.aclose()
 
-    async def _open(self) -> None:
-        settings = self.settings
-        api_key, agent_id = settings.require_chatbase()
-        # Every answer in flight holds one Chatbase connection for its whole stream; with
-        # aiohttp's default cap of 100 connections, answer 101 would wait for one of them to
-        # end (docs/performance.md). Platform calls are bounded by pacing, not by this.
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self._stack.push_async_callback(self.session.close)
-        self.redis = await self._stack.enter_async_context(connect(settings))
-        self.store = Store.from_settings(self.redis, settings, clock=self.clock)
-        await self.store.ping()
-        limiter = self.store.limiter(
-            "chatbase", limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window
-        )
-        self.chatbase = ChatbaseClient(
-            session=self.session,
-            api_key=api_key,
-            agent_id=agent_id,
-            base_url=settings.chatbase_api_base,
-            limiter=limiter,
-            timeout=settings.chatbase_timeout,
-            idle_timeout=settings.stream_idle_timeout,
-            max_wait=settings.chatbase_max_wait,
-            clock=self.clock,
-            on_request=self.metrics.chatbase_request,
-        )
-        tools = ToolRegistry()
-        tools.load(settings.tools_module)
-        self.service = RelayService(
-            settings=settings,
-            store=self.store,
-            chatbase=self.chatbase,
-            pacer=Pacer(slots=self.store, clock=self.clock),
-            clock=self.clock,
-            metrics=self.metrics,
-            tools=tools,
-        )
+    @property
+    def bridge(self) -> Bridge:
+        if self._bridge is None:
+            raise RuntimeError("enter the Runtime first (async with Runtime(...) as rt)")
+        return self._bridge
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.bridge.session
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.bridge.redis
+
+    @property
+    def store(self) -> Store:
+        return self.bridge.store
+
+    @property
+    def chatbase(self) -> ChatbaseClient:
+        return self.bridge.chatbase
+
+    @property
+    def service(self) -> RelayService:
+        return self.bridge.service
 
     # ------------------------------------------------------------------ platforms
 
-    def enabled_platforms(self) -> tuple[str, ...]:
-        if self._platforms is not None:
-            return self._platforms
-        found = []
-        if self.settings.slack_enabled:
-            found.append("slack")
-        if self.settings.discord_enabled:
-            found.append("discord")
-        return tuple(found)
+    def available_platforms(self) -> tuple[Platform, ...]:
+        if self._available is None:
+            self._available = discover()
+        return self._available
 
-    def _build_adapters(self, app: web.Application) -> list[PlatformAdapter]:
-        adapters: list[PlatformAdapter] = []
-        for name in self.enabled_platforms():
-            if name == "slack":
-                if not self.settings.slack_enabled:
-                    raise ConfigError("--platform slack needs SLACK_BOT_TOKEN.")
-                from adapters.slack.adapter import SlackAdapter
-
-                adapters.append(SlackAdapter(
-                    settings=self.settings, relay=self.service, metrics=self.metrics,
-                    http_app=app, session=self.session,
-                ))
-            elif name == "discord":
-                if not self.settings.discord_enabled:
-                    raise ConfigError("--platform discord needs DISCORD_BOT_TOKEN.")
-                from adapters.discord.adapter import DiscordAdapter
-
-                adapters.append(DiscordAdapter(
-                    settings=self.settings, relay=self.service, metrics=self.metrics,
-                ))
-            else:
-                raise ConfigError(f"Unknown platform {name!r}: expected slack or discord.")
-        return adapters
+    def enabled_platforms(self) -> tuple[Platform, ...]:
+        return select(self.settings, self._names, self.available_platforms())
 
     async def readiness(self) -> dict[str, bool]:
         checks: dict[str, bool] = {}
@@ -167,52 +134,60 @@ class Runtime:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down gracefully."""
-        if not self.enabled_platforms():
+        platforms = self.enabled_platforms()
+        if not platforms:
             raise ConfigError(
-                "No platform is configured: set SLACK_BOT_TOKEN and/or DISCORD_BOT_TOKEN."
+                "No platform is configured: set "
+                f"{credentials(self.available_platforms())}."
             )
         app = create_app(metrics=self.metrics, readiness=self.readiness)
         self.http_app = app
-        self.adapters = self._build_adapters(app)
+        self.adapters = [p.adapter(self.bridge, http_app=app) for p in platforms]
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
-            try:
-                await site.start()
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise ConfigError(
-                        f"BRIDGE_HTTP_PORT {self.settings.http_port} is already in use; "
-                        "pick another port."
-                    ) from None
-                raise ConfigError(
-                    f"Cannot listen on {self.settings.http_host}:{self.settings.http_port} "
-                    f"(BRIDGE_HTTP_HOST/BRIDGE_HTTP_PORT): {exc.strerror}."
-                ) from None
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
+            await self._listen(runner)
             log.info("HTTP server listening on port %s (/healthz, /readyz, /metrics)", self.port)
-            started: list[PlatformAdapter] = []
-            try:
-                for adapter in self.adapters:
-                    await adapter.start()
-                    started.append(adapter)
-                    log.info("%s connected", adapter.name)
-                self.freeze_startup_objects()
-                await stop.wait()
-                log.info("shutting down: no new messages; finishing answers in flight")
-            finally:
-                for adapter in started:
-                    with contextlib.suppress(Exception):
-                        await adapter.stop_intake()
-                await self.service.drain(self.settings.shutdown_grace)
-                for adapter in reversed(started):
-                    try:
-                        await adapter.close()
-                    except Exception as exc:
-                        log.warning("closing %s failed: %s", adapter.name, exc)
+            await self._run_adapters(stop)
         finally:
             await runner.cleanup()
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        host, port = self.settings.http_host, self.settings.http_port
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"BRIDGE_HTTP_PORT {port} is already in use; pick another port."
+                ) from None
+            raise ConfigError(
+                f"Cannot listen on {host}:{port} (BRIDGE_HTTP_HOST/BRIDGE_HTTP_PORT): "
+                f"{exc.strerror}."
+            ) from None
+        # The bound port (BRIDGE_HTTP_PORT=0 asks the system for a free one).
+        addresses = runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+
+    async def _run_adapters(self, stop: asyncio.Event) -> None:
+        started: list[PlatformAdapter] = []
+        try:
+            for adapter in self.adapters:
+                await adapter.start()
+                started.append(adapter)
+                log.info("%s connected", adapter.name)
+            self.freeze_startup_objects()
+            await stop.wait()
+            log.info("shutting down: no new messages; finishing answers in flight")
+        finally:
+            for adapter in started:
+                with contextlib.suppress(Exception):
+                    await adapter.stop_intake()
+            await self.service.drain(self.settings.shutdown_grace)
+            for adapter in reversed(started):
+                try:
+                    await adapter.close()
+                except Exception as exc:
+                    log.warning("closing %s failed: %s", adapter.name, exc)

@@ -5,7 +5,6 @@ HTTP is ``bridge.chatbase.transport``; what is retried, ``bridge.chatbase.retry`
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -20,6 +19,7 @@ from bridge.chatbase.stream import ChatStream
 from bridge.chatbase.transport import Failure, RequestHook, Transport, api_error
 from bridge.core.clock import SystemClock
 from bridge.core.errors import InvalidUserId
+from bridge.core.identity import NOT_USER_ID_CHARS, USER_ID_MAX
 from bridge.core.models import ChatResult, Feedback
 from bridge.core.ports import Clock
 
@@ -31,15 +31,13 @@ __all__ = [
     "check_user_id",
 ]
 
-_USER_ID = re.compile(r"^[a-zA-Z0-9._-]+$")
-USER_ID_MAX: Final = 128
 _PAGE_MAX: Final = 100
 
 
 def check_user_id(user_id: str) -> str:
     """Return ``user_id`` if Chatbase accepts it (``^[a-zA-Z0-9._-]+$``, at most 128),
     else raise ``InvalidUserId``."""
-    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
+    if not isinstance(user_id, str) or not user_id or NOT_USER_ID_CHARS.search(user_id):
         raise InvalidUserId(
             f"userId {user_id!r} may only contain letters, digits, '.', '_' and '-'"
         )

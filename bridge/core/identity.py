@@ -10,9 +10,13 @@ from bridge.app.settings import ConversationScope
 from bridge.core.keys import NONE, escape
 from bridge.core.models import InboundMessage, Place, Platform
 
-# Chatbase's userId rule (https://chatbase.co/docs/api-v2/user-conversations).
-USER_ID_PATTERN = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
+# Chatbase's userId rule (https://chatbase.co/docs/api-v2/user-conversations): 1 to 128 of
+# these characters. The one statement of it; the client's validation and `ask`'s default id
+# use it too.
+USER_ID_CHARS = "a-zA-Z0-9._-"
 USER_ID_MAX = 128
+USER_ID_PATTERN = re.compile(f"^[{USER_ID_CHARS}]{{1,{USER_ID_MAX}}}$")
+NOT_USER_ID_CHARS = re.compile(f"[^{USER_ID_CHARS}]+")
 
 # The plain form is ``slack.<org>.<user>`` / ``discord.<user>`` with every part escaped
 # (no '.', and '_' only ever followed by two lowercase hex digits). The hashed forms put

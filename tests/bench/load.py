@@ -1,9 +1,10 @@
 """Closed-loop load: N users each asking question after question, through the bridge or the
 floor, with a measurement window in the steady state.
 
-The bridge is the production composition (``bridge.app.runtime.Runtime``: its aiohttp session,
-Redis client, store, Redis-shared Chatbase limiter) with the real ``RelayService`` on top;
-only the Chatbase client is wrapped (``TimedChatbase``) and the pacer's store counted.
+The bridge is the production composition (``bridge.app.compose.compose``, as the runtime uses
+it: its aiohttp session, Redis client, store, Redis-shared Chatbase limiter, ``RelayService``);
+only the Chatbase client the service calls is wrapped (``TimedChatbase``) and the pacer's
+store counted.
 The floor reads the same answers from the same fake over the same session and only
 ``json.loads`` each ``data:`` line.
 """
@@ -20,11 +21,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.app import compose as composition
 from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
 from bridge.core.models import InboundMessage, Place, Platform
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
+from bridge.store import Store
 from tests.bench.answers import answer_text, question
 from tests.bench.instrument import (
     AnswerRecord,
@@ -43,15 +45,18 @@ _events = itertools.count(1)
 
 @dataclass
 class Bridge:
-    runtime: Runtime
-    service: RelayService
+    composed: composition.Bridge
     slots: CountingSlots
     counter: DeltaCounter
     server: BenchServer
 
     @property
+    def service(self) -> RelayService:
+        return self.composed.service
+
+    @property
     def round_trips(self) -> int:
-        return self.runtime.store.round_trips
+        return self.composed.store.round_trips
 
 
 def bench_settings(server: BenchServer, redis_url: str, prefix: str, **extra: Any) -> Settings:
@@ -73,22 +78,24 @@ def bench_settings(server: BenchServer, redis_url: str, prefix: str, **extra: An
 @asynccontextmanager
 async def bridge(server: BenchServer, redis_url: str, **settings: Any) -> AsyncIterator[Bridge]:
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    runtime = Runtime(settings=bench_settings(server, redis_url, prefix, **settings))
-    async with runtime:
+    counter = DeltaCounter()
+    counted: list[CountingSlots] = []
+
+    def count_slots(store: Store) -> CountingSlots:
+        counted.append(CountingSlots(store))
+        return counted[-1]
+
+    async with composition.compose(
+        bench_settings(server, redis_url, prefix, **settings),
+        wrap_chatbase=lambda client: TimedChatbase(client, counter),
+        wrap_slots=count_slots,
+    ) as composed:
         # What Runtime.serve does once the platforms are connected.
-        runtime.freeze_startup_objects()
-        counter = DeltaCounter()
-        slots = CountingSlots(runtime.store)
-        service = RelayService(
-            settings=runtime.settings, store=runtime.store,
-            chatbase=TimedChatbase(runtime.chatbase, counter),
-            pacer=Pacer(slots=slots, clock=runtime.clock), clock=runtime.clock,
-            metrics=runtime.metrics,
-        )
+        Runtime.freeze_startup_objects()
         try:
-            yield Bridge(runtime, service, slots, counter, server)
+            yield Bridge(composed, counted[0], counter, server)
         finally:
-            redis = runtime.redis
+            redis = composed.redis
             keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
             for i in range(0, len(keys), 1000):
                 await redis.delete(*keys[i:i + 1000])
@@ -120,7 +127,7 @@ async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
     token = current_answer.set(record)
     try:
         record.started = time.perf_counter()
-        await bridge.core.service.handle_message(
+        await bridge.service.handle_message(
             message_for(user, seed, words, workspace=workspace), sink)
     finally:
         current_answer.reset(token)

@@ -1,6 +1,6 @@
 """The benchmark's one command: ``python -m tests.bench.run [--smoke] [--out PATH]``.
 
-Runs the real relay service (built by ``bridge.app.runtime.Runtime``) on a real Redis (REDIS_URL,
+Runs the real relay service (built by ``bridge.app.compose.compose``) on a real Redis (REDIS_URL,
 else an embedded one) against the fake Chatbase in a separate process, and the real Slack and
 Discord adapters against their fakes; prints the figures next to their targets and writes
 them as JSON (default ``bench-report.json``). See docs/performance.md.

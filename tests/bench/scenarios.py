@@ -26,6 +26,7 @@ from tests.bench.instrument import AnswerRecord, DeltaCounter, percentile
 from tests.bench.load import Bridge, Window, ask, closed_loop, floor_answer
 from tests.fakes.chatbase import Answer
 from tests.fakes.discord_stack import RATE_WINDOW, DiscordStack, discord_stack
+from tests.fakes.harness import counter_value
 from tests.fakes.slack import event_envelope, mention_event
 from tests.fakes.slack_stack import slack_stack
 
@@ -256,7 +257,7 @@ async def cpu(ctx: Context) -> dict[str, Any]:
         counter = DeltaCounter()
 
         async def floor_one(user: int, counter: DeltaCounter = counter) -> None:
-            await floor_answer(b.runtime.session, b.server, user, p.words, counter)
+            await floor_answer(b.composed.session, b.server, user, p.words, counter)
 
         floor_runs.append(await closed_loop(
             users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
@@ -393,8 +394,8 @@ async def slack_pacing(ctx: Context, *, scale: float, answers: int) -> dict[str,
             "time_scale": scale,
             "seconds": round(elapsed, 1),
             "rate_limited": len(st.slack.rate_limited),
-            "rate_limited_seen_by_bridge": st.metrics.platform_rate_limited.labels(
-                "slack")._value.get(),
+            "rate_limited_seen_by_bridge": counter_value(
+                st.metrics, "bridge_platform_rate_limited", platform="slack"),
             "calls": {m: sum(1 for c in calls if c.method == m)
                       for m in sorted({c.method for c in calls})},
         }

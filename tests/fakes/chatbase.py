@@ -8,8 +8,9 @@ response. It keeps conversations, so follow-ups continue them and feedback can b
 Typical use::
 
     async with FakeChatbase() as fake:
-        client = ChatbaseClient(base_url=fake.base_url, api_key=fake.api_key,
-                                agent_id=fake.agent_id, ...)
+        settings = Settings(CHATBASE_API_BASE=fake.base_url, CHATBASE_API_KEY=fake.api_key,
+                            CHATBASE_AGENT_ID=fake.agent_id, ...)
+        client = compose_chatbase(settings, session=session)  # bridge/app/compose.py
         fake.script(Answer(text="Hello there", deltas=["Hel", "lo there"]))
         fake.fail_next(500, "INTERNAL_SERVER_ERROR")          # the next chat fails once
         fake.rate_limit_next(retry_after=2)                     # then a 429

@@ -1,5 +1,6 @@
 """The whole Discord path for integration tests: fake Discord (REST + gateway), the real
-DiscordAdapter on discord.py, the real RelayService on real Redis, and the fake Chatbase.
+DiscordAdapter on discord.py, the bridge as ``compose`` builds it on real Redis, and the fake
+Chatbase.
 
 Pacing runs on real time with a shrunken budget (0.1 s between writes per channel) against
 a fake whose write limit is shrunk the same way (5 per 0.5 s), so the 5-per-5-s behaviour is
@@ -13,23 +14,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-import redis.asyncio as aioredis
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.adapter import DiscordAdapter
+from bridge.app.compose import compose
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
-from bridge.chatbase.client import ChatbaseClient
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.clock import SystemClock
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.discord_rest import Channel, FakeDiscord, Guild
+from tests.fakes.harness import counter_value, roomy_limiter
 
 EDIT_INTERVAL = 0.1
 RATE_WINDOW = 0.5
@@ -66,7 +64,7 @@ class DiscordStack:
         return adapter
 
     def rate_limited_count(self) -> float:
-        return self.metrics.platform_rate_limited.labels("discord")._value.get()  # type: ignore[no-any-return]
+        return counter_value(self.metrics, "bridge_platform_rate_limited", platform="discord")
 
 
 @asynccontextmanager
@@ -91,23 +89,11 @@ async def discord_stack(
         values.update(env)
         settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
         secrets.register_settings(settings)
-        redis = aioredis.Redis.from_url(redis_url)
-        stack.push_async_callback(redis.aclose)
-        session = aiohttp.ClientSession()
-        stack.push_async_callback(session.close)
         clock = SystemClock()
-        store = Store.from_settings(redis, settings, clock=clock)
-        metrics = Metrics()
-        client = ChatbaseClient(
-            session=session, api_key=chatbase.api_key, agent_id=chatbase.agent_id,
-            base_url=chatbase.base_url, limiter=LocalLimiter(limit=1000, window=10, clock=clock),
-            clock=clock, idle_timeout=settings.stream_idle_timeout,
-            max_wait=settings.chatbase_max_wait,
+        bridge = await stack.enter_async_context(
+            compose(settings, clock=clock, limiter=roomy_limiter(clock))
         )
-        service = RelayService(
-            settings=settings, store=store, chatbase=client,
-            pacer=Pacer(slots=store, clock=clock), clock=clock, metrics=metrics,
-        )
+        service, store, metrics = bridge.service, bridge.store, bridge.metrics
         guild = discord.add_guild("test guild")
         channel = discord.add_channel(guild, "general")
         built = DiscordStack(discord=discord, chatbase=chatbase, settings=settings,

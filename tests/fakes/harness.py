@@ -8,9 +8,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
 
+from bridge.app.compose import Bridge, compose
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient
@@ -18,7 +19,6 @@ from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.clock import SystemClock
 from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
 from bridge.core.ports import Clock
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
 from bridge.core.tools import ToolRegistry
 from bridge.store import Store
@@ -32,13 +32,44 @@ _events = itertools.count(1)
 
 @dataclass
 class Replica:
-    """One bridge process's worth of parts: its own Redis client, HTTP session, service."""
+    """One bridge process's worth of parts: the bridge ``compose`` built (its own Redis
+    client, HTTP session and service) and, where a test runs a platform, its adapter and
+    HTTP server."""
 
-    service: RelayService
-    store: Store
-    chatbase: ChatbaseClient
-    metrics: Metrics
-    redis: aioredis.Redis
+    bridge: Bridge
+    adapter: Any = None
+    server: TestServer | None = None
+
+    @property
+    def service(self) -> RelayService:
+        return self.bridge.service
+
+    @property
+    def store(self) -> Store:
+        return self.bridge.store
+
+    @property
+    def chatbase(self) -> ChatbaseClient:
+        return self.bridge.chatbase
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.bridge.metrics
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.bridge.redis
+
+
+def roomy_limiter(clock: Clock) -> LocalLimiter:
+    """A Chatbase request budget no test meets, on the test's clock."""
+    return LocalLimiter(limit=1000, window=10, clock=clock)
+
+
+def counter_value(metrics: Metrics, name: str, **labels: str) -> float:
+    """A counter's value through the registry's public sample API (0 when never counted)."""
+    value = metrics.registry.get_sample_value(f"{name}_total", labels)
+    return 0.0 if value is None else float(value)
 
 
 @dataclass
@@ -123,25 +154,13 @@ async def harness(
         secrets.register_settings(settings)
         built = []
         for _ in range(replicas):
-            redis = aioredis.Redis.from_url(redis_url)
-            stack.push_async_callback(redis.aclose)
-            session = aiohttp.ClientSession()
-            stack.push_async_callback(session.close)
-            # Turn leases and heartbeats run on real time; pacing and backoff on the test's.
-            store = Store.from_settings(redis, settings, clock=store_clock or SystemClock())
-            metrics = Metrics()
-            chatbase = ChatbaseClient(
-                session=session, api_key=fake.api_key, agent_id=fake.agent_id,
-                base_url=fake.base_url, limiter=LocalLimiter(limit=1000, window=10, clock=clock),
-                clock=clock, idle_timeout=settings.stream_idle_timeout,
-                max_wait=settings.chatbase_max_wait, on_request=metrics.chatbase_request,
-            )
-            service = RelayService(
-                settings=settings, store=store, chatbase=chatbase,
-                pacer=Pacer(slots=store, clock=clock), clock=clock, metrics=metrics,
-                tools=tools,
-            )
-            built.append(Replica(service, store, chatbase, metrics, redis))
+            bridge = await stack.enter_async_context(compose(
+                settings, clock=clock,
+                # Turn leases and heartbeats run on real time; pacing and backoff on the test's.
+                store_clock=store_clock or SystemClock(),
+                limiter=roomy_limiter(clock), tools=tools,
+            ))
+            built.append(Replica(bridge))
         yield Harness(fake=fake, settings=settings, clock=clock, replicas=built)
         keys = [k async for k in built[0].redis.scan_iter(match=f"{prefix}*", count=500)]
         if keys:

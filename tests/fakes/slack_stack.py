@@ -1,5 +1,6 @@
 """The whole Slack path for integration tests: the fake Slack Web API (and Socket Mode), the
-real SlackAdapter on slack-bolt, the real RelayService on real Redis, and the fake Chatbase.
+real SlackAdapter on slack-bolt, the bridge as ``compose`` builds it on real Redis, and the fake
+Chatbase.
 
 Pacing runs on real time with Slack's tiers shrunk by ``SCALE`` on both sides: the adapter's
 budgets (``SlackPacing().scaled``) and the fake's enforced limits (``Tiers().scaled``), so
@@ -20,7 +21,6 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -28,16 +28,15 @@ from slack_bolt.response import BoltResponse
 
 from adapters.slack.adapter import EVENTS_PATH, SlackAdapter
 from adapters.slack.sink import SlackPacing
+from bridge.app.compose import compose
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
-from bridge.chatbase.client import ChatbaseClient
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.clock import SystemClock
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
+from tests.fakes.harness import roomy_limiter
 from tests.fakes.slack import FakeSlack, Tiers
 
 SCALE = 0.1
@@ -149,23 +148,12 @@ async def slack_stack(
         values.update(env)
         settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
         secrets.register_settings(settings)
-        redis = aioredis.Redis.from_url(redis_url)
-        stack.push_async_callback(redis.aclose)
-        session = aiohttp.ClientSession()
-        stack.push_async_callback(session.close)
         clock = SystemClock()
-        store = Store.from_settings(redis, settings, clock=clock)
-        metrics = Metrics()
-        client = ChatbaseClient(
-            session=session, api_key=chatbase.api_key, agent_id=chatbase.agent_id,
-            base_url=chatbase.base_url, limiter=LocalLimiter(limit=1000, window=10, clock=clock),
-            clock=clock, idle_timeout=settings.stream_idle_timeout,
-            max_wait=settings.chatbase_max_wait,
+        bridge = await stack.enter_async_context(
+            compose(settings, clock=clock, limiter=roomy_limiter(clock))
         )
-        service = RelayService(
-            settings=settings, store=store, chatbase=client,
-            pacer=Pacer(slots=store, clock=clock), clock=clock, metrics=metrics,
-        )
+        service, store, metrics, session = (bridge.service, bridge.store, bridge.metrics,
+                                            bridge.session)
         http_app = web.Application() if mode == "http" else None
         adapter = SlackAdapter(
             settings=settings, relay=service, metrics=metrics, http_app=http_app,

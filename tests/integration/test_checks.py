@@ -9,17 +9,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.discord.checks import MESSAGE_CONTENT_FLAGS, check_discord, shard_problem
+from adapters.slack.checks import check_slack
 from bridge.app.checks import (
-    MESSAGE_CONTENT_FLAGS,
     CheckResult,
     Status,
     check_chatbase,
-    check_discord,
     check_redis,
-    check_slack,
     exit_status,
     run_checks,
-    shard_problem,
 )
 from bridge.app.settings import Settings, load_settings
 from tests.fakes.chatbase import FakeChatbase

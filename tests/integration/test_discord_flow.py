@@ -10,6 +10,7 @@ from bridge.core.split import join_bodies, split_text
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_rest import Call
 from tests.fakes.discord_stack import DiscordStack, discord_stack
+from tests.fakes.harness import counter_value
 
 NONE = {"parse": []}
 MARK = " ▌"
@@ -77,7 +78,8 @@ async def test_mention_opens_a_thread_types_posts_edits_and_ends_exact(
         assert record is not None and record.thread == thread_id
         assert record.asker == asker["id"]
         assert s.discord.rate_limited == []
-        assert s.metrics.platform_calls.labels("discord", "thread")._value.get() == 1
+        assert counter_value(s.metrics, "bridge_platform_calls", platform="discord",
+                             call="thread") == 1
 
 
 async def test_without_thread_permission_the_answer_is_an_inline_reply(
@@ -170,7 +172,8 @@ async def test_everyone_bots_and_unmentioned_messages_are_ignored(
         assert [c.body["message"] for c in s.chatbase.chat_calls] == ["real one"]
         assert len(s.discord.calls_to("POST", THREADS)) == 1
         # The four above, and the bot's own answer arriving back over the gateway.
-        assert s.metrics.events.labels("discord", "ignored")._value.get() == 5
+        assert counter_value(s.metrics, "bridge_events", platform="discord",
+                             result="ignored") == 5
 
 
 async def test_a_long_answer_continues_in_follow_up_messages_code_intact(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.harness import counter_value
 from tests.fakes.slack import event_envelope, mention_event, message_event
 from tests.fakes.slack_stack import SlackStack, slack_stack
 
@@ -224,7 +225,7 @@ async def test_ten_concurrent_answers_in_one_workspace_get_no_429(stack: SlackSt
     assert slack.calls_to("chat.startStream", ok=True)  # at least the first ones streamed
     assert len(slack.calls_to("chat.appendStream")) < 150  # coalesced, not one per delta
     assert slack.rate_limited == []
-    assert stack.metrics.platform_rate_limited.labels("slack")._value.get() == 0
+    assert counter_value(stack.metrics, "bridge_platform_rate_limited", platform="slack") == 0
 
 
 async def test_follow_ups_in_a_thread_need_a_conversation(stack: SlackStack) -> None:

@@ -10,32 +10,21 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 
+from bridge.app.compose import compose
 from bridge.app.logs import _STANDARD
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
-from bridge.chatbase.client import ChatbaseClient
 from bridge.core.clock import SystemClock
 from bridge.core.ports import Clock
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.clock import FakeClock
-from tests.fakes.harness import Harness
+from tests.fakes.harness import Harness, Replica, counter_value
 from tests.fakes.sink import RecordingSink, Shared
-
-
-@dataclass
-class Replica:
-    service: RelayService
-    store: Store
-    chatbase: ChatbaseClient
-    metrics: Metrics
-    redis: aioredis.Redis
 
 
 @dataclass
@@ -67,7 +56,8 @@ class Rig:
 
     def outcome(self, outcome: str, platform: str = "slack") -> float:
         """How many answers ended with ``outcome`` on every replica (Prometheus counter)."""
-        return sum(r.metrics.answers.labels(platform, outcome)._value.get()
+        return sum(counter_value(r.metrics, "bridge_answers", platform=platform,
+                                 outcome=outcome)
                    for r in self.replicas)
 
 
@@ -111,27 +101,12 @@ async def rig(
             url = redis_urls[index] if redis_urls else redis_url
             redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
             stack.push_async_callback(redis.aclose)
-            session = aiohttp.ClientSession()
-            stack.push_async_callback(session.close)
-            store = Store.from_settings(redis, settings, clock=store_clock or SystemClock())
-            metrics = Metrics()
-            client = ChatbaseClient(
-                session=session,
-                api_key=settings.chatbase_api_key.get_secret_value(),  # type: ignore[union-attr]
-                agent_id=settings.chatbase_agent_id or "",
-                base_url=settings.chatbase_api_base,
-                # As the runtime does: the request budget is shared through Redis.
-                limiter=store.limiter("chatbase", limit=settings.chatbase_rate_limit,
-                                      window=settings.chatbase_rate_window),
-                clock=clock, timeout=settings.chatbase_timeout,
-                idle_timeout=settings.stream_idle_timeout,
-                max_wait=settings.chatbase_max_wait, on_request=metrics.chatbase_request,
-            )
-            service = RelayService(
-                settings=settings, store=store, chatbase=client,
-                pacer=Pacer(slots=store, clock=clock), clock=clock, metrics=metrics,
-            )
-            built.append(Replica(service, store, client, metrics, redis))
+            # As the runtime does, but for the Redis client (a proxy's address, a short
+            # connect timeout); the Chatbase request budget is shared through Redis.
+            bridge = await stack.enter_async_context(compose(
+                settings, redis=redis, clock=clock, store_clock=store_clock or SystemClock(),
+            ))
+            built.append(Replica(bridge))
         yield Rig(fake=fake, settings=settings, clock=clock, replicas=built)
         cleaner = aioredis.Redis.from_url(redis_url)
         try:

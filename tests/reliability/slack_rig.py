@@ -1,6 +1,7 @@
 """Several Slack bridge replicas (HTTP Events API) on one Redis, one fake Slack and one fake
-Chatbase: each replica has its own Redis client, HTTP session, RelayService, SlackAdapter
-and HTTP server, as separate processes would. The clock is the test's to choose."""
+Chatbase: each replica has its own bridge as ``compose`` builds it (Redis client, HTTP
+session, service), SlackAdapter and HTTP server, as separate processes would. The clock is
+the test's to choose."""
 
 from __future__ import annotations
 
@@ -18,28 +19,16 @@ from aiohttp.test_utils import TestServer
 
 from adapters.slack.adapter import EVENTS_PATH, SlackAdapter
 from adapters.slack.sink import SlackPacing
-from bridge.app.metrics import Metrics
+from bridge.app.compose import compose
 from bridge.app.settings import Settings
-from bridge.chatbase.client import ChatbaseClient
-from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.clock import SystemClock
 from bridge.core.ports import Clock
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
-from bridge.store import Store
 from tests.fakes import secrets
 from tests.fakes.chatbase import FakeChatbase
+from tests.fakes.harness import Replica, counter_value, roomy_limiter
 from tests.fakes.slack import FakeSlack, Tiers
 from tests.fakes.slack_stack import JITTER, SCALE, Delivery
-
-
-@dataclass
-class SlackReplica:
-    service: RelayService
-    store: Store
-    adapter: SlackAdapter
-    metrics: Metrics
-    server: TestServer
 
 
 @dataclass
@@ -47,7 +36,7 @@ class SlackRig:
     slack: FakeSlack
     chatbase: FakeChatbase
     settings: Settings
-    replicas: list[SlackReplica]
+    replicas: list[Replica]
     session: aiohttp.ClientSession
 
     async def post(
@@ -59,7 +48,9 @@ class SlackRig:
                     if sign else {})
         sent["content-type"] = content_type
         sent.update(headers or {})
-        url = self.replicas[replica].server.make_url(EVENTS_PATH)
+        server = self.replicas[replica].server
+        assert server is not None
+        url = server.make_url(EVENTS_PATH)
         started = time.perf_counter()
         async with self.session.post(url, data=body.encode(), headers=sent) as response:
             text = await response.text()
@@ -80,7 +71,7 @@ class SlackRig:
             await replica.adapter.wait_idle()
 
     def count(self, outcome: str) -> float:
-        return sum(r.metrics.answers.labels("slack", outcome)._value.get()
+        return sum(counter_value(r.metrics, "bridge_answers", platform="slack", outcome=outcome)
                    for r in self.replicas)
 
 
@@ -112,30 +103,16 @@ async def slack_rig(
         secrets.register_settings(settings)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
-        built: list[SlackReplica] = []
+        built: list[Replica] = []
         for _ in range(replicas):
             replica_clock = clock or SystemClock()
-            redis = aioredis.Redis.from_url(redis_url)
-            stack.push_async_callback(redis.aclose)
-            own = aiohttp.ClientSession()
-            stack.push_async_callback(own.close)
-            store = Store.from_settings(redis, settings, clock=SystemClock())
-            metrics = Metrics()
-            client = ChatbaseClient(
-                session=own, api_key=chatbase.api_key, agent_id=chatbase.agent_id,
-                base_url=chatbase.base_url,
-                limiter=LocalLimiter(limit=1000, window=10, clock=replica_clock),
-                clock=replica_clock, timeout=settings.chatbase_timeout,
-                idle_timeout=settings.stream_idle_timeout, max_wait=settings.chatbase_max_wait,
-                on_request=metrics.chatbase_request,
-            )
-            service = RelayService(
-                settings=settings, store=store, chatbase=client,
-                pacer=Pacer(slots=store, clock=replica_clock), clock=replica_clock,
-                metrics=metrics,
-            )
+            bridge = await stack.enter_async_context(compose(
+                settings, clock=replica_clock, store_clock=SystemClock(),
+                limiter=roomy_limiter(replica_clock),
+            ))
+            service, own = bridge.service, bridge.session
             app = web.Application()
-            adapter = SlackAdapter(settings=settings, relay=service, metrics=metrics,
+            adapter = SlackAdapter(settings=settings, relay=service, metrics=bridge.metrics,
                                    http_app=app, session=own,
                                    pacing=SlackPacing().scaled(scale))
             server = TestServer(app, host="127.0.0.1", port=0)
@@ -150,7 +127,7 @@ async def slack_rig(
 
             stack.push_async_callback(shut_down)
             await adapter.start()
-            built.append(SlackReplica(service, store, adapter, metrics, server))
+            built.append(Replica(bridge, adapter=adapter, server=server))
         yield SlackRig(slack=slack, chatbase=chatbase, settings=settings, replicas=built,
                        session=session)
         cleaner = aioredis.Redis.from_url(redis_url)

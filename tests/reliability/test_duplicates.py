@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from bridge.core import notices
 from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.harness import counter_value
 from tests.fakes.sink import RecordingSink
 from tests.fakes.slack import event_envelope, message_event
 from tests.reliability.keyspace import turn_queue_watch
@@ -49,7 +50,8 @@ async def test_a_thousand_events_delivered_two_to_four_times_across_two_replicas
             answered = [s for s in sinks[message.event_id] if s.calls]
             assert len(answered) == 1, message.event_id
             assert answered[0].joined() == f"Echo: {message.text}"
-        duplicates = sum(rep.metrics.events.labels("slack", "duplicate")._value.get()
+        duplicates = sum(counter_value(rep.metrics, "bridge_events", platform="slack",
+                                       result="duplicate")
                          for rep in r.replicas)
         assert duplicates == len(deliveries) - EVENTS
 

@@ -20,15 +20,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.chatbase.client import ChatbaseClient
+from bridge.app.compose import compose
 from bridge.chatbase.limiter import LocalLimiter
-from bridge.core.rendering.pacing import Pacer
+from bridge.core.clock import SystemClock
 from bridge.core.rendering.renderer import MAX_FAILURES
-from bridge.core.service import RelayService
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.clock import FakeClock
 from tests.fakes.discord_rest import Call, FakeDiscord
 from tests.fakes.discord_stack import DiscordStack, discord_stack
+from tests.fakes.harness import counter_value
 from tests.fakes.slack import event_envelope, mention_event, message_event
 from tests.fakes.slack_stack import slack_stack
 from tests.reliability.rig import recording
@@ -90,14 +90,11 @@ async def discord_on_fake_time(redis_url: str, prefix: str) -> AsyncIterator[Dis
     """The Discord stack whose relay service paces and backs off on a fake clock, so a reply
     that keeps failing reaches its give-up point without real waiting."""
     clock = FakeClock(auto=True)
-    async with discord_stack(redis_url, prefix, start=False) as s, aiohttp.ClientSession() as web:
-        client = ChatbaseClient(
-            session=web, api_key=s.chatbase.api_key, agent_id=s.chatbase.agent_id,
-            base_url=s.chatbase.base_url, limiter=LocalLimiter(clock=clock), clock=clock,
-        )
-        s.service = RelayService(settings=s.settings, store=s.store, chatbase=client,
-                                 pacer=Pacer(slots=s.store, clock=clock), clock=clock,
-                                 metrics=s.metrics)
+    async with discord_stack(redis_url, prefix, start=False) as s, compose(
+        s.settings, redis=s.store.redis, clock=clock, store_clock=SystemClock(),
+        metrics=s.metrics, limiter=LocalLimiter(clock=clock),
+    ) as bridge:
+        s.service = bridge.service
         await s.start_adapter()
         yield s
         await s.adapter.settled()
@@ -136,7 +133,8 @@ async def test_slack_429_burst_across_concurrent_answers(
         assert answered == sorted(texts)
         limited = len(r.slack.rate_limited)
         assert limited >= 3
-        assert r.replicas[0].metrics.platform_rate_limited.labels("slack")._value.get() == limited
+        assert counter_value(r.replicas[0].metrics, "bridge_platform_rate_limited",
+                             platform="slack") == limited
         assert logs.find("rate limited", "Slack chat."), logs.lines()
 
 
@@ -320,7 +318,8 @@ async def test_discord_thread_locked_mid_answer_gives_up_bounded(
         assert logs.find("Thread is locked")
         refused = [c for c in s.discord.message_calls(thread_id) if c.status == 403]
         assert 1 <= len(refused) <= MAX_FAILURES
-        assert s.metrics.answers.labels("discord", "failed_render")._value.get() == 1
+        assert counter_value(s.metrics, "bridge_answers", platform="discord",
+                             outcome="failed_render") == 1
 
 
 async def test_discord_missing_permission_gives_up_bounded_and_says_why(

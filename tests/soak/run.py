@@ -40,25 +40,22 @@ from typing import Any
 
 import aiohttp
 import psutil
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.sink import SlackPacing, SlackSink
+from bridge.app.compose import compose
 from bridge.app.logs import _context
-from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
-from bridge.chatbase.client import ChatbaseClient
 from bridge.core import notices
 from bridge.core.clock import SystemClock
 from bridge.core.models import InboundFeedbackButton, InboundMessage, InboundReaction, Place
 from bridge.core.ports import ReplySink, SinkOpener
-from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
-from bridge.store import Store, connect
 from tests.fakes import secrets
 from tests.fakes.chatbase import _JSON, Answer, FakeChatbase, Gate, StreamFault, _Fault, split_words
+from tests.fakes.harness import Replica, counter_value
 from tests.fakes.slack import FakeSlack, Tiers, event_envelope, mention_event, message_event
 from tests.reliability.redis_tools import DedicatedRedis, RedisProxy
 
@@ -307,15 +304,6 @@ def _shape(text: str) -> str:
 
 
 @dataclass
-class Replica:
-    adapter: SlackAdapter
-    service: RelayService
-    metrics: Metrics
-    server: TestServer
-    redis: aioredis.Redis
-
-
-@dataclass
 class World:
     slack: FakeSlack
     chatbase: SoakChatbase
@@ -353,24 +341,13 @@ async def world(config: Config) -> AsyncIterator[World]:
         board = Board()
         replicas = []
         for _ in range(2):
-            clock = SystemClock()
-            # The Redis client exactly as the runtime makes it.
-            client_redis = await stack.enter_async_context(connect(settings))
+            # The bridge exactly as the runtime composes it (its Redis client, the Redis-shared
+            # Chatbase budget), except for the HTTP session's keep-alive.
             web_session = await stack.enter_async_context(_session())
-            store = Store.from_settings(client_redis, settings, clock=clock)
-            metrics = Metrics()
-            client = ChatbaseClient(
-                session=web_session, api_key=chatbase.api_key, agent_id=chatbase.agent_id,
-                base_url=chatbase.base_url,
-                limiter=store.limiter("chatbase", limit=settings.chatbase_rate_limit,
-                                      window=settings.chatbase_rate_window),
-                clock=clock, timeout=settings.chatbase_timeout,
-                idle_timeout=settings.stream_idle_timeout, max_wait=settings.chatbase_max_wait,
-                on_request=metrics.chatbase_request,
+            bridge = await stack.enter_async_context(
+                compose(settings, session=web_session, clock=SystemClock())
             )
-            service = RelayService(settings=settings, store=store, chatbase=client,
-                                   pacer=Pacer(slots=store, clock=clock), clock=clock,
-                                   metrics=metrics)
+            service, metrics = bridge.service, bridge.metrics
             app = web.Application()
             adapter = SlackAdapter(settings=settings, relay=Tracking(service, board),
                                    metrics=metrics, http_app=app, session=web_session,
@@ -387,7 +364,7 @@ async def world(config: Config) -> AsyncIterator[World]:
 
             stack.push_async_callback(shut_down)
             await adapter.start()
-            replicas.append(Replica(adapter, service, metrics, server, client_redis))
+            replicas.append(Replica(bridge, adapter=adapter, server=server))
         yield World(slack, chatbase, proxy, replicas, board, session)
 
 
@@ -705,7 +682,8 @@ async def soak(config: Config) -> dict[str, Any]:
                 for s in metric.samples:
                     if s.name.endswith("_total"):
                         outcomes[s.labels["outcome"]] += int(s.value)
-        rate_limited = sum(int(r.metrics.platform_rate_limited.labels("slack")._value.get())
+        rate_limited = sum(int(counter_value(r.metrics, "bridge_platform_rate_limited",
+                                             platform="slack"))
                            for r in w.replicas)
         report = {
             "config": asdict(config),

@@ -1,0 +1,146 @@
+"""The composition root: the one place that builds the bridge from settings and given parts.
+
+``compose`` is used by the product (``Runtime``) and by every test harness, rig, soak and
+benchmark, so the tests exercise the product's own wiring. Parts a caller passes in (a Redis
+client, an HTTP session, a clock, metrics, tools, a limiter) are used as they are and left
+open; what ``compose`` opens itself it also closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bridge.app.metrics import Metrics
+from bridge.app.settings import Settings
+from bridge.chatbase.client import ChatbaseClient, RequestHook
+from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
+from bridge.core.clock import SystemClock
+from bridge.core.ports import Clock
+from bridge.core.rendering.pacing import Pacer, SlotStore
+from bridge.core.service import ChatbaseLike, RelayService
+from bridge.core.tools import ToolRegistry
+from bridge.store import Store, connect
+
+__all__ = ["Bridge", "compose", "compose_chatbase", "open_session"]
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """One bridge process's worth of parts, wired."""
+
+    settings: Settings
+    clock: Clock
+    metrics: Metrics
+    redis: aioredis.Redis
+    store: Store
+    session: aiohttp.ClientSession
+    chatbase: ChatbaseClient
+    pacer: Pacer
+    tools: ToolRegistry
+    service: RelayService
+
+
+def open_session() -> aiohttp.ClientSession:
+    """The HTTP session the bridge shares between Chatbase and the platforms."""
+    # Every answer in flight holds one Chatbase connection for its whole stream; with
+    # aiohttp's default cap of 100 connections, answer 101 would wait for one of them to
+    # end (README.md (Performance)). Platform calls are bounded by pacing, not by this.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+def compose_chatbase(
+    settings: Settings,
+    *,
+    session: aiohttp.ClientSession,
+    limiter: RequestLimiter | None = None,
+    clock: Clock | None = None,
+    on_request: RequestHook | None = None,
+) -> ChatbaseClient:
+    """The Chatbase client for ``settings``. Alone, for the one-shot commands (``ask``,
+    ``check``) that must not open Redis; ``compose`` builds the bridge's own through it.
+    Without ``limiter``, an in-process window of the configured size."""
+    api_key, agent_id = settings.require_chatbase()
+    return ChatbaseClient(
+        session=session,
+        api_key=api_key,
+        agent_id=agent_id,
+        base_url=settings.chatbase_api_base,
+        limiter=limiter if limiter is not None else LocalLimiter(
+            limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window,
+            clock=clock,
+        ),
+        timeout=settings.chatbase_timeout,
+        idle_timeout=settings.stream_idle_timeout,
+        max_wait=settings.chatbase_max_wait,
+        clock=clock,
+        on_request=on_request,
+    )
+
+
+@asynccontextmanager
+async def compose(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    session: aiohttp.ClientSession | None = None,
+    clock: Clock | None = None,
+    store_clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    tools: ToolRegistry | None = None,
+    limiter: RequestLimiter | None = None,
+    wrap_chatbase: Callable[[ChatbaseClient], ChatbaseLike] | None = None,
+    wrap_slots: Callable[[Store], SlotStore] | None = None,
+) -> AsyncIterator[Bridge]:
+    """The whole bridge for ``settings``.
+
+    ``redis``: a client to use (default: REDIS_URL, or the embedded server). ``session``: the
+    HTTP session (default: a new one). ``clock``: time for pacing, backoff and the service
+    (default: the system's); ``store_clock``: time for the store's leases (default:
+    ``clock``). ``tools``: the client-action handlers (default: BRIDGE_TOOLS_MODULE's).
+    ``limiter``: the Chatbase request budget (default: shared by all replicas through Redis).
+    ``wrap_chatbase`` / ``wrap_slots``: decorate the client the service calls and the pacing
+    slots the pacer reserves (benchmarks count and time through them).
+    """
+    settings.require_chatbase()
+    clock = clock if clock is not None else SystemClock()
+    metrics = metrics if metrics is not None else Metrics()
+    async with AsyncExitStack() as stack:
+        if session is None:
+            session = open_session()
+            stack.push_async_callback(session.close)
+        if redis is None:
+            redis = await stack.enter_async_context(connect(settings))
+        store = Store.from_settings(
+            redis, settings, clock=store_clock if store_clock is not None else clock
+        )
+        if limiter is None:
+            limiter = store.limiter(
+                "chatbase", limit=settings.chatbase_rate_limit,
+                window=settings.chatbase_rate_window,
+            )
+        chatbase = compose_chatbase(
+            settings, session=session, limiter=limiter, clock=clock,
+            on_request=metrics.chatbase_request,
+        )
+        if tools is None:
+            tools = ToolRegistry()
+            tools.load(settings.tools_module)
+        pacer = Pacer(slots=wrap_slots(store) if wrap_slots else store, clock=clock)
+        service = RelayService(
+            settings=settings,
+            store=store,
+            chatbase=wrap_chatbase(chatbase) if wrap_chatbase else chatbase,
+            pacer=pacer,
+            clock=clock,
+            metrics=metrics,
+            tools=tools,
+        )
+        yield Bridge(
+            settings=settings, clock=clock, metrics=metrics, redis=redis, store=store,
+            session=session, chatbase=chatbase, pacer=pacer, tools=tools, service=service,
+        )
