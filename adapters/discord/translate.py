@@ -1,9 +1,10 @@
 """Pure translation of Discord gateway payloads into the core's inbound models (no I/O).
 
-Every function here takes the raw JSON of a gateway dispatch (``MESSAGE_CREATE``,
+Every decision here takes the JSON fields of a gateway dispatch (``MESSAGE_CREATE``,
 ``MESSAGE_REACTION_ADD``/``REMOVE``) or plain values, and returns ``None`` for anything the
 bot should not act on, including payloads that are truncated or malformed: a bad event is
-dropped, never a crash in the gateway reader.
+dropped, never a crash. ``message_payload`` and ``reaction_payload`` give those fields back
+from the objects discord.py's public events carry.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
 
@@ -26,6 +27,9 @@ THREAD_NAME_LIMIT = 100
 # Fitzpatrick skin-tone modifiers and the emoji/text presentation selectors: 👍🏽 and 👍️
 # must count as 👍.
 _EMOJI_NOISE = re.compile("[\U0001f3fb-\U0001f3ff\ufe0e\ufe0f]")
+
+if TYPE_CHECKING:
+    import discord
 
 _SNOWFLAKE = re.compile(r"^[0-9]{1,20}$")
 _WHITESPACE = re.compile(r"\s+")
@@ -343,3 +347,34 @@ def ask_message(
         event_id=interaction_id,
         received_at=received_at,
     )
+
+
+def message_payload(message: discord.Message) -> dict[str, Any]:
+    """The ``MESSAGE_CREATE`` fields ``message_decision`` reads, from discord.py's message
+    (``on_message``). A guild the cache does not hold still counts by its id."""
+    guild = message.guild
+    guild_id = guild.id if guild is not None else getattr(message.channel, "guild_id", None)
+    author = message.author
+    return {
+        "id": message.id,
+        "channel_id": message.channel.id,
+        "guild_id": guild_id,
+        "author": {"id": author.id, "bot": author.bot, "system": author.system},
+        "webhook_id": message.webhook_id,
+        "type": message.type.value,
+        "content": message.content,
+        "mentions": [{"id": user.id} for user in message.mentions],
+    }
+
+
+def reaction_payload(event: discord.RawReactionActionEvent) -> dict[str, Any]:
+    """The ``MESSAGE_REACTION_ADD``/``REMOVE`` fields ``reaction_event`` reads, from
+    discord.py's raw reaction event (no message cache needed)."""
+    return {
+        "message_id": event.message_id,
+        "channel_id": event.channel_id,
+        "user_id": event.user_id,
+        "guild_id": event.guild_id,
+        "emoji": {"id": event.emoji.id, "name": event.emoji.name},
+        "message_author_id": event.message_author_id,
+    }

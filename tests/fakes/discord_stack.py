@@ -15,8 +15,6 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 
 from adapters.discord.adapter import DiscordAdapter
 from bridge.app.metrics import Metrics
@@ -60,22 +58,23 @@ class DiscordStack:
             edit_interval=EDIT_INTERVAL,
             guild_ready_timeout=0.05,
             ready_timeout=10.0,
+            connector=self.discord.connector,
         )
         await adapter.start()
         self.adapters.append(adapter)
         return adapter
 
     def rate_limited_count(self) -> float:
-        return self.metrics.platform_rate_limited.labels("discord")._value.get()  # type: ignore[no-any-return]
+        sample = self.metrics.registry.get_sample_value(
+            "bridge_platform_rate_limited_total", {"platform": "discord"})
+        return sample or 0.0
 
 
 @asynccontextmanager
 async def discord_stack(
     redis_url: str, prefix: str, *, start: bool = True, **env: Any
 ) -> AsyncIterator[DiscordStack]:
-    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     async with AsyncExitStack() as stack:
-        stack.callback(_restore, base, gateway)
         discord = await stack.enter_async_context(FakeDiscord(rate_window=RATE_WINDOW))
         chatbase = await stack.enter_async_context(FakeChatbase())
         values: dict[str, Any] = {
@@ -85,7 +84,6 @@ async def discord_stack(
             "REDIS_URL": redis_url,
             "BRIDGE_REDIS_PREFIX": prefix,
             "DISCORD_BOT_TOKEN": discord.token,
-            "DISCORD_API_BASE": discord.api_base,
             "BRIDGE_USER_QUOTA": "0",
         }
         values.update(env)
@@ -125,9 +123,3 @@ async def discord_stack(
         if start:
             await built.start_adapter()
         yield built
-
-
-def _restore(base: str, gateway: Any) -> None:
-    # Both are class-wide in discord.py; a test must not leak its fake's address.
-    Route.BASE = base
-    DiscordWebSocket.DEFAULT_GATEWAY = gateway
