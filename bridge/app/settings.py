@@ -214,7 +214,8 @@ class Settings(BaseSettings):
     )
     discord_api_base: str = Field(
         "https://discord.com/api/v10", validation_alias=_env("DISCORD_API_BASE"),
-        description="Discord REST base URL (a rate-limit proxy such as nirn-proxy, tests).",
+        description="Discord REST base URL for `check` and `discord-invite` (tests). The bot "
+        "itself always uses Discord's API and refuses to start with another value.",
     )
     discord_message_content: bool = Field(
         False, validation_alias=_env("BRIDGE_DISCORD_MESSAGE_CONTENT"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.core.models import Platform
+from adapters.common import SOMETHING_WENT_WRONG
+from bridge.core.models import InboundMessage, Platform
+from bridge.core.ports import ReplySink
 from bridge.core.split import join_bodies, split_text
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_rest import Call
@@ -77,7 +79,8 @@ async def test_mention_opens_a_thread_types_posts_edits_and_ends_exact(
         assert record is not None and record.thread == thread_id
         assert record.asker == asker["id"]
         assert s.discord.rate_limited == []
-        assert s.metrics.platform_calls.labels("discord", "thread")._value.get() == 1
+        assert s.metrics.registry.get_sample_value(
+            "bridge_platform_calls_total", {"platform": "discord", "call": "thread"}) == 1
 
 
 async def test_without_thread_permission_the_answer_is_an_inline_reply(
@@ -170,7 +173,8 @@ async def test_everyone_bots_and_unmentioned_messages_are_ignored(
         assert [c.body["message"] for c in s.chatbase.chat_calls] == ["real one"]
         assert len(s.discord.calls_to("POST", THREADS)) == 1
         # The four above, and the bot's own answer arriving back over the gateway.
-        assert s.metrics.events.labels("discord", "ignored")._value.get() == 5
+        assert s.metrics.registry.get_sample_value(
+            "bridge_events_total", {"platform": "discord", "result": "ignored"}) == 5
 
 
 async def test_a_long_answer_continues_in_follow_up_messages_code_intact(
@@ -229,3 +233,20 @@ async def test_three_answers_in_one_channel_share_its_budget_without_429s(
         assert len(calls) > 5  # more than one window's worth went through the one bucket
         for call in calls:
             assert call.body["allowed_mentions"] == NONE
+
+
+async def test_the_catch_all_tells_the_user_something_went_wrong(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix) as s:
+        async def broken(message: InboundMessage, sink: ReplySink) -> None:
+            await sink.working()
+            raise RuntimeError("a bug in the core")
+
+        s.service.handle_message = broken  # type: ignore[method-assign]
+        question = await s.discord.send_message(s.discord.user("ann"), s.channel, "hello?",
+                                                mention_bot=True)
+        told = await s.discord.wait_for(lambda: bot_messages(s, question["id"]))
+        await s.adapter.wait_idle()
+        assert [m["content"] for m in told] == [SOMETHING_WENT_WRONG]
+        assert s.adapter.in_flight == 0

@@ -153,3 +153,12 @@ async def test_a_429_from_discord_is_waited_out_and_counted(
             m["content"] == "Made it." for m in s.discord.messages_in(closed.id)))
         assert len(s.discord.rate_limited) >= 1
         assert s.rate_limited_count() == len(s.discord.rate_limited)
+
+
+async def test_another_api_base_is_refused_rather_than_bypassed(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix, start=False) as s:
+        with pytest.raises(ConfigError, match="DISCORD_API_BASE"):
+            await s.start_adapter(discord_api_base=s.discord.api_base)
+        assert s.discord.calls == []
