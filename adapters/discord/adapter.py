@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 # ``discord.RateLimited`` instead (30 is the smallest value it accepts).
 MAX_RATELIMIT_WAIT = 30.0
 READY_TIMEOUT = 120.0
-# discord.py always talks to Discord's own REST API and gateway: it has no public setting
-# for another base (``Route.BASE`` is a class attribute shared by every client in the
-# process). Tests reach a fake through the public ``Client(connector=...)`` instead.
+# discord.py always talks to Discord's own REST API and gateway: its only way to another
+# base is a class attribute of discord.http shared by every client in the process, which
+# the bridge never sets. Tests reach a fake through the public ``Client(connector=...)``
+# ("setting a dns resolver or sslcontext", discord.py's Client documentation) instead.
 DISCORD_API = "https://discord.com/api/v10"
 
 _MESSAGE_CONTENT_OFF = (

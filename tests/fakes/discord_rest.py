@@ -42,9 +42,9 @@ API_PREFIX = "/api/v10"
 # The hosts discord.py dials: its REST base, its built-in gateway (used when the shard count
 # is given) and the gateway this fake advertises in GET /gateway/bot and READY.
 API_HOST = "discord.com"
-DEFAULT_GATEWAY_HOST = "gateway.discord.gg"
+BUILT_IN_GATEWAY_HOST = "gateway.discord.gg"
 FAKE_GATEWAY_HOST = "gateway.fake-discord.test"
-FAKE_HOSTS = frozenset({API_HOST, DEFAULT_GATEWAY_HOST, FAKE_GATEWAY_HOST})
+FAKE_HOSTS = frozenset({API_HOST, BUILT_IN_GATEWAY_HOST, FAKE_GATEWAY_HOST})
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from bridge.core import notices
 from bridge.core.errors import ConfigError
 from tests.fakes.chatbase import Answer, Gate
-from tests.fakes.discord_rest import DEFAULT_GATEWAY_HOST
+from tests.fakes.discord_rest import BUILT_IN_GATEWAY_HOST
 from tests.fakes.discord_stack import discord_stack
 
 MESSAGE_CONTENT = 1 << 15
@@ -71,7 +71,7 @@ async def test_shard_settings(redis_url: str, redis_prefix: str) -> None:
         # With a given count discord.py dials its built-in gateway (no GET /gateway/bot).
         await s.start_adapter(discord_shard_ids=[0], discord_shard_count=1)
         assert s.discord.gateway.identifies[-1]["shard"] == [0, 1]
-        assert s.discord.gateway.sessions[-1].host == DEFAULT_GATEWAY_HOST
+        assert s.discord.gateway.sessions[-1].host == BUILT_IN_GATEWAY_HOST
 
 
 async def test_two_processes_on_the_same_shard_still_answer_once(

@@ -220,7 +220,7 @@ def test_reset_in_a_dm_and_in_threads() -> None:
 
 # --------------------------------------------------------------------------- never crash
 
-json_values = st.recursive(
+any_json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=12), children, max_size=6),
@@ -276,7 +276,7 @@ def check_valid(result: object) -> None:
 
 
 @settings(deadline=None)
-@given(json_values | slackish)
+@given(any_json | slackish)
 def test_arbitrary_payloads_never_crash(body: Any) -> None:
     for fn in TRANSLATORS:
         check_valid(fn(body))
