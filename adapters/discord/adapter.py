@@ -1,10 +1,11 @@
 """The Discord bot: discord.py's sharded client wired to the core, its lifecycle and events.
 
-Messages and reactions are taken from the raw gateway payloads (the same data discord.py's
-``on_raw_*`` events carry, no message cache needed) and translated by the pure
-``translate`` module; each is handled in a task the adapter owns, so shutdown can wait for
-or cancel them. Slash commands and feedback buttons come through discord.py's command tree
-and a persistent view.
+Messages and reactions come through discord.py's public events (``on_message``, which fires
+for every message whether or not its channel is cached, and ``on_raw_reaction_add``/
+``remove``, which need no message cache), are turned into the gateway payload's fields and
+translated by the pure ``translate`` module; each is handled in a task the adapter owns
+(``adapters.common.EventTasks``), so shutdown can wait for or cancel them. Slash commands and
+feedback buttons come through discord.py's command tree and a persistent view.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import discord
-import yarl
 from discord import app_commands
-from discord.gateway import DiscordWebSocket
 
+from adapters.common import SOMETHING_WENT_WRONG, EventTasks, apologise
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import BridgeError, ConfigError, PlatformError
@@ -32,6 +32,7 @@ from bridge.core.models import (
     Feedback,
     InboundFeedbackButton,
     InboundMessage,
+    InboundReaction,
     Place,
     Platform,
     ReplyRecord,
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 # ``discord.RateLimited`` instead (30 is the smallest value it accepts).
 MAX_RATELIMIT_WAIT = 30.0
 READY_TIMEOUT = 120.0
+# discord.py always talks to Discord's own REST API and gateway: its only way to another
+# base is a class attribute of discord.http shared by every client in the process, which
+# the bridge never sets. Tests reach a fake through the public ``Client(connector=...)``
+# ("setting a dns resolver or sslcontext", discord.py's Client documentation) instead.
+DISCORD_API = "https://discord.com/api/v10"
 
 _MESSAGE_CONTENT_OFF = (
     "BRIDGE_DISCORD_MESSAGE_CONTENT is off: the bot answers mentions, DMs and slash commands; "
@@ -57,26 +63,35 @@ _MESSAGE_CONTENT_OFF = (
 )
 
 
-class _Client(discord.AutoShardedClient):
-    """discord.py's sharded client, taking the gateway address from the REST API it uses."""
+class _VoiceNoise(logging.Filter):
+    """Drops discord.py's start-up warnings about missing voice libraries: the bridge never
+    joins voice, so they would only alarm operators."""
 
-    def __init__(self, *, on_ready: Callable[[], None], **options: Any) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
+logging.getLogger("discord.client").addFilter(_VoiceNoise())
+
+
+class _Client(discord.AutoShardedClient):
+    """discord.py's sharded client, handing its public events to the adapter."""
+
+    def __init__(self, *, adapter: DiscordAdapter, **options: Any) -> None:
         super().__init__(**options)
-        self._ready_callback = on_ready
+        self._adapter = adapter
 
     async def on_ready(self) -> None:
-        self._ready_callback()
+        self._adapter._ready.set()
 
-    async def launch_shards(self) -> None:
-        # discord.py asks GET /gateway/bot only when it has to pick a shard count and
-        # otherwise (and on every fresh reconnect) dials its built-in gateway address. Ask
-        # always, so the REST base (DISCORD_API_BASE: a proxy, a test server) also decides
-        # where the gateway is. The address is class-wide in discord.py, like Route.BASE.
-        count, url, _ = await self.http.get_bot_gateway()
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        if self.shard_count is None:
-            self.shard_count = count
-        await super().launch_shards()
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter._on_message(message)
+
+    async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
+        self._adapter._on_reaction(event, added=True)
+
+    async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
+        self._adapter._on_reaction(event, added=False)
 
 
 class DiscordAdapter:
@@ -91,13 +106,18 @@ class DiscordAdapter:
         edit_interval: float = DEFAULT_INTERVAL,
         guild_ready_timeout: float = 2.0,
         ready_timeout: float = READY_TIMEOUT,
+        connector: Callable[[], aiohttp.BaseConnector] | None = None,
     ) -> None:
+        """``connector`` makes the aiohttp connector for discord.py's REST and gateway
+        connections, one per start (discord.py closes it with the client); tests pass one
+        whose resolver sends discord.com and the gateway to a fake."""
         self._settings = settings
         self._relay = relay
         self._metrics = metrics
         self._interval = edit_interval
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout = ready_timeout
+        self._connector = connector
         self._filters = Filters.of(
             settings.discord_allowed_guilds, settings.discord_allowed_channels
         )
@@ -107,8 +127,7 @@ class DiscordAdapter:
         self._client: _Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._intake = False
+        self._tasks = EventTasks(platform="discord")
         self._bot_id = ""
         self._tree: app_commands.CommandTree[_Client] | None = None
 
@@ -127,52 +146,50 @@ class DiscordAdapter:
         token = self._token()
         shard_ids, shard_count = self._shards()
         command_guilds = self._command_guilds()
-        discord.http.Route.BASE = self._settings.discord_api_base.rstrip("/")
+        self._refuse_other_api_base()
         if not self._settings.discord_message_content:
             log.info(_MESSAGE_CONTENT_OFF)
         if shard_ids is not None and 0 not in shard_ids:
             log.info("Discord DMs arrive on shard 0 only; this process does not run it.")
-
         self._ready = asyncio.Event()
         client = self._build_client(shard_ids, shard_count)
         self._client = client
         try:
-            await self._login(client, token)
-            if client.user is None:
-                raise PlatformError("Discord login returned no bot user.")
-            self._bot_id = str(client.user.id)
-            await self._sync_commands(client, command_guilds)
-            self._intake = True
-            self._runner = asyncio.create_task(self._connect(client), name="discord-gateway")
-            await self._await_ready()
+            await self._connect_bot(client, token, command_guilds)
         except BaseException:
-            self._intake = False
+            self._tasks.stop_intake()
             await self._shutdown_client()
             raise
         log.info("Discord connected as bot user %s.", self._bot_id)
 
+    async def _connect_bot(self, client: _Client, token: str, command_guilds: list[int]) -> None:
+        await self._login(client, token)
+        if client.user is None:
+            raise PlatformError("Discord login returned no bot user.")
+        self._bot_id = str(client.user.id)
+        await self._sync_commands(client, command_guilds)
+        self._tasks.open()
+        self._runner = asyncio.create_task(self._connect(client), name="discord-gateway")
+        await self._await_ready()
+
     async def stop_intake(self) -> None:
-        self._intake = False
+        self._tasks.stop_intake()
 
     async def close(self) -> None:
-        self._intake = False
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._tasks.closed:
+            return
+        await self._tasks.close()
         await self._shutdown_client()
 
     @property
-    def handling(self) -> int:
+    def in_flight(self) -> int:
         """Events being handled now (answers rendering, reactions, button presses)."""
-        return sum(1 for task in self._tasks if not task.done())
+        return self._tasks.in_flight
 
-    async def settled(self) -> None:
+    async def wait_idle(self) -> None:
         """Wait until the events taken so far are fully handled (answers rendered and
         remembered); for tests and tools that need a quiet point."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait_idle()
 
     def is_ready(self) -> bool:
         client = self._client
@@ -212,6 +229,16 @@ class DiscordAdapter:
             guilds.append(int(guild))
         return guilds
 
+    def _refuse_other_api_base(self) -> None:
+        # DISCORD_API_BASE still serves `chatbase-bridge check` and `discord-invite`, which
+        # make their own REST calls; the bot cannot follow it (see DISCORD_API above), and
+        # silently bypassing a configured proxy would be worse than saying so.
+        if self._settings.discord_api_base.rstrip("/") != DISCORD_API:
+            raise ConfigError(
+                "DISCORD_API_BASE is set, but discord.py connects the bot only to Discord's "
+                f"own API ({DISCORD_API}); unset DISCORD_API_BASE to run the bot."
+            )
+
     def _intents(self) -> discord.Intents:
         intents = discord.Intents.none()
         intents.guilds = True
@@ -237,36 +264,15 @@ class DiscordAdapter:
         }
         if shard_ids is not None:
             options["shard_ids"] = shard_ids
-        # The bridge never joins voice: discord.py's warnings about voice libraries would
-        # only alarm operators.
-        discord.VoiceClient.warn_nacl = False
-        discord.VoiceClient.warn_dave = False
-        client = _Client(on_ready=self._ready.set, **options)
+        if self._connector is not None:
+            options["connector"] = self._connector()
+        client = _Client(adapter=self, **options)
         tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(client)
         self._add_commands(tree)
         self._tree = tree
         if self._settings.discord_feedback_buttons:
             client.add_view(FeedbackView(self._on_feedback_button))
-        self._hook(client, "MESSAGE_CREATE", self._on_message_payload)
-        self._hook(client, "MESSAGE_REACTION_ADD", lambda data: self._on_reaction(data, True))
-        self._hook(client, "MESSAGE_REACTION_REMOVE", lambda data: self._on_reaction(data, False))
         return client
-
-    def _hook(self, client: discord.Client, event: str, handler: Callable[[Any], None]) -> None:
-        """Also hand a raw gateway dispatch to ``handler`` after discord.py parsed it."""
-        parsers = client._connection.parsers
-        original = parsers[event]
-
-        def parse(data: Any) -> None:
-            try:
-                original(data)
-            finally:
-                try:
-                    handler(data)
-                except Exception:  # an exception here would end the shard's reader
-                    log.exception("Discord %s handler failed", event)
-
-        parsers[event] = parse
 
     async def _count_rate_limited(
         self,
@@ -287,13 +293,11 @@ class DiscordAdapter:
             ) from exc
         except discord.HTTPException as exc:
             raise PlatformError(
-                f"Discord login failed at {discord.http.Route.BASE}: HTTP {exc.status}, "
-                f"code {exc.code}."
+                f"Discord login failed: HTTP {exc.status}, code {exc.code}."
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PlatformError(
-                f"Could not reach Discord at {discord.http.Route.BASE} (DISCORD_API_BASE): "
-                f"{type(exc).__name__}."
+                f"Could not reach Discord at {DISCORD_API}: {type(exc).__name__}."
             ) from exc
 
     async def _sync_commands(self, client: discord.Client, guilds: list[int]) -> None:
@@ -368,56 +372,40 @@ class DiscordAdapter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
 
-    # ------------------------------------------------------------------ owned tasks
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(self._guarded(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guarded(coro: Coroutine[Any, Any, None], name: str) -> None:
-        # Event handlers run detached from the gateway reader: a failure is logged here
-        # (without message text), never left as an unretrieved task exception.
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("Discord %s failed", name)
-
     # ------------------------------------------------------------------ messages
 
-    def _on_message_payload(self, data: Any) -> None:
-        if self._intake:
-            self._spawn(self._handle_message(data, time.monotonic()), "discord-message")
-
-    def _facts(self, data: Any) -> ChannelFacts:
-        client = self._client
-        raw = data.get("channel_id") if isinstance(data, Mapping) else None
-        channel_id = translate.snowflake(raw)
-        guild_id = translate.guild_of(data)
-        if client is None or channel_id is None or guild_id is None:
-            return ChannelFacts(kind=ChannelKind.OTHER)
-        guild = client.get_guild(int(guild_id))
-        channel = guild.get_channel_or_thread(int(channel_id)) if guild is not None else None
-        return _channel_facts(channel, guild)
-
-    async def _handle_message(self, data: Any, received_at: float) -> None:
-        decision = translate.message_decision(
-            data,
-            bot_id=self._bot_id,
-            facts=self._facts(data),
-            filters=self._filters,
-            received_at=received_at,
-        )
-        if decision is None or (
-            not decision.mentioned and not await self._relay.has_conversation(decision.message)
-        ):
-            self._metrics.events.labels(self.name, "ignored").inc()
+    def _on_message(self, message: discord.Message) -> None:
+        if not self._tasks.taking:
             return
+        decision = translate.message_decision(
+            translate.message_payload(message),
+            bot_id=self._bot_id,
+            facts=_channel_facts(message.channel, message.guild),
+            filters=self._filters,
+        )
+        if decision is None:
+            self._metrics.events.labels(self.name, "ignored").inc()
+        elif decision.mentioned:
+            self._answer(decision)
+        else:
+            self._tasks.spawn(self._answer_follow_up(decision), name="discord-follow-up")
+
+    async def _answer_follow_up(self, decision: translate.MessageDecision) -> None:
+        if await self._relay.has_conversation(decision.message):
+            self._answer(decision)
+        else:
+            self._metrics.events.labels(self.name, "ignored").inc()
+
+    def _answer(self, decision: translate.MessageDecision) -> None:
         sink = self._message_sink(decision)
-        await self._answer(decision.message, sink)
+        self._tasks.spawn(self._render(decision.message, sink), name="discord-message",
+                          notice=lambda: apologise(sink))
+
+    async def _render(self, message: InboundMessage, sink: ChannelSink | InteractionSink) -> None:
+        try:
+            await self._relay.handle_message(message, sink)
+        finally:
+            await sink.close()
 
     def _message_sink(self, decision: translate.MessageDecision) -> ChannelSink:
         place = decision.message.place
@@ -453,64 +441,50 @@ class DiscordAdapter:
             view_factory=layout_view if self._settings.discord_feedback_buttons else None,
         )
 
-    async def _answer(
-        self, message: InboundMessage, sink: ChannelSink | InteractionSink
-    ) -> None:
-        # The one catch-all of this adapter: the core finishes every reply itself, so
-        # anything reaching here is a bug; log it without the message text.
-        try:
-            await self._relay.handle_message(message, sink)
-        except Exception:
-            log.exception("Discord message %s could not be handled", message.event_id)
-        finally:
-            await sink.close()
-
     # ------------------------------------------------------------------ reactions
 
-    def _on_reaction(self, data: Any, added: bool) -> None:
-        if self._intake:
-            self._spawn(self._handle_reaction(data, added, time.time()), "discord-reaction")
+    def _on_reaction(self, event: discord.RawReactionActionEvent, *, added: bool) -> None:
+        if not self._tasks.taking:
+            return
+        reaction = translate.reaction_event(
+            translate.reaction_payload(event), added=added, bot_id=self._bot_id,
+            filters=self._filters, received_at=time.time(),
+        )
+        if reaction is None or self._reactions.meaning(reaction.emoji) is None:
+            return
+        # No notice on failure: a reaction has no reply of its own to carry one.
+        self._tasks.spawn(self._handle_reaction(reaction, event), name="discord-reaction")
 
-    async def _thread_parent(self, data: Any) -> str | None:
+    async def _thread_parent(self, event: discord.RawReactionActionEvent) -> str | None:
         """The parent channel when the reaction is inside a thread (from the cache, or one
         REST call for a thread the cache does not hold, e.g. archived before a restart)."""
         client = self._client
-        guild_id = translate.guild_of(data)
-        raw = data.get("channel_id") if isinstance(data, Mapping) else None
-        channel_id = translate.snowflake(raw)
-        if client is None or guild_id is None or channel_id is None:
+        if client is None or event.guild_id is None:
             return None
-        guild = client.get_guild(int(guild_id))
-        channel: Any = guild.get_channel_or_thread(int(channel_id)) if guild else None
+        guild = client.get_guild(event.guild_id)
+        channel: Any = guild.get_channel_or_thread(event.channel_id) if guild else None
         if channel is None:
             try:
-                channel = await client.fetch_channel(int(channel_id))
+                channel = await client.fetch_channel(event.channel_id)
             except (discord.HTTPException, discord.InvalidData, discord.RateLimited) as exc:
                 log.info("reaction in an unknown channel: %s", type(exc).__name__)
                 return None
         return str(channel.parent_id) if isinstance(channel, discord.Thread) else None
 
-    async def _handle_reaction(self, data: Any, added: bool, wall_time: float) -> None:
-        reaction = translate.reaction_event(
-            data, added=added, bot_id=self._bot_id, filters=self._filters,
-            received_at=wall_time,
-        )
-        if reaction is None or self._reactions.meaning(reaction.emoji) is None:
-            return
-        parent = await self._thread_parent(data)
+    async def _handle_reaction(
+        self, reaction: InboundReaction, event: discord.RawReactionActionEvent
+    ) -> None:
+        parent = await self._thread_parent(event)
         if parent is not None:
             # The core files replies under the conversation's channel: a thread's parent.
             reaction = dataclasses.replace(reaction, channel=parent)
         # Every part of a reply sits in the channel (or thread) of the message reacted to.
-        written_in = str(data["channel_id"])
+        written_in = str(event.channel_id)
 
         def open_sink(record: ReplyRecord) -> ReplySink:
             return self._channel_sink(written_in)
 
-        try:
-            await self._relay.handle_reaction(reaction, open_sink)
-        except Exception:
-            log.exception("Discord reaction on %s could not be handled", reaction.message_id)
+        await self._relay.handle_reaction(reaction, open_sink)
 
     # ------------------------------------------------------------------ interactions
 
@@ -539,15 +513,10 @@ class DiscordAdapter:
         )
 
     async def _on_ask(self, interaction: discord.Interaction[Any], question: str) -> None:
-        received_at = time.monotonic()
         place = self._interaction_place(interaction)
-        if not self._intake:
-            await _reply_ephemeral(interaction, "The assistant is restarting; ask again soon.")
-            return
-        if not self._filters.allows(
-            place.workspace or None, place.thread or place.channel, place.channel
-        ):
-            await _reply_ephemeral(interaction, "The assistant does not answer in this channel.")
+        refusal = self._ask_refusal(place)
+        if refusal is not None:
+            await _reply_ephemeral(interaction, refusal)
             return
         try:
             # Discord waits 3 s for an acknowledgement; everything slow comes after it.
@@ -561,7 +530,6 @@ class DiscordAdapter:
             user_id=str(interaction.user.id),
             question=question,
             place=place,
-            received_at=received_at,
         )
         sink = InteractionSink(
             interaction=interaction,
@@ -569,7 +537,18 @@ class DiscordAdapter:
             interval=self._interval,
             view_factory=layout_view if self._settings.discord_feedback_buttons else None,
         )
-        self._spawn(self._answer(message, sink), "discord-ask")
+        self._tasks.spawn(self._render(message, sink), name="discord-ask",
+                          notice=lambda: apologise(sink))
+
+    def _ask_refusal(self, place: Place) -> str | None:
+        """Why /ask is not answered here, in words for the asker; None to answer."""
+        if not self._tasks.taking:
+            return "The assistant is restarting; ask again soon."
+        if not self._filters.allows(
+            place.workspace or None, place.thread or place.channel, place.channel
+        ):
+            return "The assistant does not answer in this channel."
+        return None
 
     async def _on_reset(self, interaction: discord.Interaction[Any]) -> None:
         place = self._interaction_place(interaction)
@@ -608,13 +587,10 @@ class DiscordAdapter:
             feedback=feedback,
             event_id=str(interaction.id),
         )
-        self._spawn(self._handle_press(press), "discord-feedback-button")
-
-    async def _handle_press(self, press: InboundFeedbackButton) -> None:
-        try:
-            await self._relay.handle_feedback_button(press)
-        except Exception:
-            log.exception("Discord feedback button on %s could not be handled", press.message_id)
+        self._tasks.spawn(
+            self._relay.handle_feedback_button(press), name="discord-feedback-button",
+            notice=lambda: _follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG),
+        )
 
 
 def _channel_facts(channel: Any, guild: discord.Guild | None) -> ChannelFacts:
@@ -653,10 +629,13 @@ def _gateway_problem(exc: BaseException) -> BaseException:
     if isinstance(exc, discord.ConnectionClosed) and exc.code in (4013, 4014):
         return ConfigError(f"The Discord gateway refused the intents (close code {exc.code}).")
     if isinstance(exc, discord.GatewayNotFound):
-        return PlatformError(
-            f"GET /gateway/bot failed at {discord.http.Route.BASE} (DISCORD_API_BASE)."
-        )
+        return PlatformError(f"GET /gateway/bot failed at {DISCORD_API}.")
     return exc
+
+
+async def _follow_up_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:
+    """A message only the person sees, after the interaction was acknowledged."""
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
 async def _reply_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:

@@ -132,11 +132,16 @@ class ChannelSink:
         self._thread_lock = asyncio.Lock()
         self._view_factory = view_factory
         self._typing = _Typing()
-        self._posted = 0
+        self._part_ids: list[str] = []
 
     @property
     def limits(self) -> SinkLimits:
         return LIMITS
+
+    @property
+    def part_ids(self) -> tuple[str, ...]:
+        """The messages of this reply posted so far."""
+        return tuple(self._part_ids)
 
     @property
     def channel_id(self) -> str:
@@ -186,7 +191,7 @@ class ChannelSink:
         await self._ensure_channel()
         await self._typing.stop()
         extra: dict[str, Any] = {}
-        if self._posted == 0 and self._reply_to is not None:
+        if not self._part_ids and self._reply_to is not None:
             # An inline answer replies to the question; if the question was deleted
             # meanwhile, the answer is posted anyway.
             extra["message_reference"] = discord.MessageReference(
@@ -202,8 +207,8 @@ class ChannelSink:
                 data = await self._http.send_message(self._channel, params=params)
         except Exception as exc:
             translate_error(exc, "post")
-        self._posted += 1
-        return str(data["id"])
+        self._part_ids.append(str(data["id"]))
+        return self._part_ids[-1]
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
         self._count("edit")
@@ -218,9 +223,14 @@ class ChannelSink:
         try:
             await self._http.delete_message(self._channel, message_id)
         except discord.NotFound:
-            return  # already gone: the goal
+            pass  # already gone: the goal
         except Exception as exc:
             translate_error(exc, "delete")
+        self._forget(message_id)
+
+    def _forget(self, message_id: str) -> None:
+        if message_id in self._part_ids:
+            self._part_ids.remove(message_id)
 
     async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
         await self._typing.stop()
@@ -263,10 +273,16 @@ class InteractionSink:
         self._interval = interval
         self._view_factory = view_factory
         self._original: str | None = None
+        self._part_ids: list[str] = []
 
     @property
     def limits(self) -> SinkLimits:
         return LIMITS
+
+    @property
+    def part_ids(self) -> tuple[str, ...]:
+        """The messages of this reply posted so far (the original response first)."""
+        return tuple(self._part_ids)
 
     def budget(self, op: Operation, *, final: bool = False) -> Budget:
         # Keyed on the interaction id: the webhook token is a credential for 15 minutes.
@@ -283,13 +299,15 @@ class InteractionSink:
                     content=text, allowed_mentions=NO_MENTIONS
                 )
                 self._original = str(message.id)
+                self._part_ids.append(self._original)
                 return self._original
             sent = await self._interaction.followup.send(
                 content=text, allowed_mentions=NO_MENTIONS, wait=True
             )
         except Exception as exc:
             translate_error(exc, "post")
-        return str(sent.id)
+        self._part_ids.append(str(sent.id))
+        return self._part_ids[-1]
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
         self._count("edit")
@@ -314,9 +332,11 @@ class InteractionSink:
             else:
                 await self._interaction.followup.delete_message(int(message_id))
         except discord.NotFound:
-            return
+            pass  # already gone: the goal
         except Exception as exc:
             translate_error(exc, "delete")
+        if message_id in self._part_ids:
+            self._part_ids.remove(message_id)
 
     async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
         try:

@@ -1,9 +1,10 @@
 """Pure translation of Discord gateway payloads into the core's inbound models (no I/O).
 
-Every function here takes the raw JSON of a gateway dispatch (``MESSAGE_CREATE``,
+Every decision here takes the JSON fields of a gateway dispatch (``MESSAGE_CREATE``,
 ``MESSAGE_REACTION_ADD``/``REMOVE``) or plain values, and returns ``None`` for anything the
 bot should not act on, including payloads that are truncated or malformed: a bad event is
-dropped, never a crash in the gateway reader.
+dropped, never a crash. ``message_payload`` and ``reaction_payload`` give those fields back
+from the objects discord.py's public events carry.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
 
@@ -26,6 +27,9 @@ THREAD_NAME_LIMIT = 100
 # Fitzpatrick skin-tone modifiers and the emoji/text presentation selectors: 👍🏽 and 👍️
 # must count as 👍.
 _EMOJI_NOISE = re.compile("[\U0001f3fb-\U0001f3ff\ufe0e\ufe0f]")
+
+if TYPE_CHECKING:
+    import discord
 
 _SNOWFLAKE = re.compile(r"^[0-9]{1,20}$")
 _WHITESPACE = re.compile(r"\s+")
@@ -148,9 +152,38 @@ def message_decision(
     bot_id: str,
     facts: ChannelFacts,
     filters: Filters,
-    received_at: float = 0.0,
 ) -> MessageDecision | None:
     """Decide whether and how to answer a ``MESSAGE_CREATE`` payload."""
+    written = _written_by_a_person(payload, bot_id)
+    if written is None:
+        return None
+    message_id, channel_id, author_id = written
+    content = payload.get("content")
+    text = strip_bot_mention(content if isinstance(content, str) else "", bot_id)
+    mentioned = mentions_user(payload, bot_id)
+    guild_id = guild_of(payload)
+    if guild_id is None and payload.get("guild_id") is not None:
+        return None  # a guild id that is not a snowflake: malformed, not a DM
+    if guild_id is None:
+        place = Place(platform=Platform.DISCORD, workspace="", channel=channel_id, is_dm=True)
+        return MessageDecision(
+            message=_inbound(place, author_id, text, message_id),
+            mode=ReplyMode.IN_PLACE,
+            mentioned=True,
+            target_channel=channel_id,
+        )
+    parent = facts.parent_id if facts.kind is ChannelKind.THREAD else None
+    if not filters.allows(guild_id, channel_id, parent):
+        return None
+    asked = _Asked(guild_id, channel_id, author_id, message_id, text)
+    if parent is not None:
+        return _in_thread(asked, parent, mentioned=mentioned)
+    return _in_channel(asked, facts) if mentioned else None
+
+
+def _written_by_a_person(payload: Any, bot_id: str) -> tuple[str, str, str] | None:
+    """(message, channel, author) ids of a message a person wrote; None for the bot's own,
+    other bots', webhooks', system messages and malformed payloads."""
     if not isinstance(payload, Mapping):
         return None
     message_id = snowflake(payload.get("id"))
@@ -168,62 +201,53 @@ def message_decision(
         or not _is_user_message_type(payload.get("type", 0))
     ):
         return None
-    content = payload.get("content")
-    if not isinstance(content, str):
-        content = ""
+    return message_id, channel_id, author_id
 
-    guild_id = guild_of(payload)
-    if guild_id is None and "guild_id" in payload and payload["guild_id"] is not None:
-        return None  # a guild id that is not a snowflake: malformed, not a DM
-    mentioned = mentions_user(payload, bot_id)
-    text = strip_bot_mention(content, bot_id)
 
-    if guild_id is None:
-        place = Place(platform=Platform.DISCORD, workspace="", channel=channel_id, is_dm=True)
-        return MessageDecision(
-            message=_inbound(place, author_id, text, message_id),
-            mode=ReplyMode.IN_PLACE,
-            mentioned=True,
-            target_channel=channel_id,
-        )
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A guild message a person wrote, allowed by the filters."""
 
-    parent = facts.parent_id if facts.kind is ChannelKind.THREAD else None
-    if not filters.allows(guild_id, channel_id, parent):
-        return None
+    guild_id: str
+    channel_id: str
+    author_id: str
+    message_id: str
+    text: str
 
-    if facts.kind is ChannelKind.THREAD and parent is not None:
-        if not mentioned and not text:
-            return None  # no text to answer (or no message-content intent)
-        place = Place(
-            platform=Platform.DISCORD, workspace=guild_id, channel=parent, thread=channel_id
-        )
-        return MessageDecision(
-            message=_inbound(place, author_id, text, message_id),
-            mode=ReplyMode.IN_PLACE,
-            mentioned=mentioned,
-            target_channel=channel_id,
-        )
 
-    if not mentioned:
-        return None
-    place = Place(platform=Platform.DISCORD, workspace=guild_id, channel=channel_id)
+def _in_thread(asked: _Asked, parent: str, *, mentioned: bool) -> MessageDecision | None:
+    if not mentioned and not asked.text:
+        return None  # no text to answer (or no message-content intent)
+    place = Place(
+        platform=Platform.DISCORD, workspace=asked.guild_id, channel=parent,
+        thread=asked.channel_id,
+    )
+    return MessageDecision(
+        message=_inbound(place, asked.author_id, asked.text, asked.message_id),
+        mode=ReplyMode.IN_PLACE,
+        mentioned=mentioned,
+        target_channel=asked.channel_id,
+    )
+
+
+def _in_channel(asked: _Asked, facts: ChannelFacts) -> MessageDecision:
+    place = Place(platform=Platform.DISCORD, workspace=asked.guild_id, channel=asked.channel_id)
     if facts.kind is ChannelKind.TEXT and facts.can_open_thread:
         # A thread created from a message has the message's id, so the conversation can be
         # keyed on it before the thread exists.
         return MessageDecision(
-            message=_inbound(
-                place, author_id, text, message_id, reply_thread=message_id
-            ),
+            message=_inbound(place, asked.author_id, asked.text, asked.message_id,
+                             reply_thread=asked.message_id),
             mode=ReplyMode.OPEN_THREAD,
             mentioned=True,
-            target_channel=message_id,
-            thread_name=thread_name(text),
+            target_channel=asked.message_id,
+            thread_name=thread_name(asked.text),
         )
     return MessageDecision(
-        message=_inbound(place, author_id, text, message_id),
+        message=_inbound(place, asked.author_id, asked.text, asked.message_id),
         mode=ReplyMode.INLINE,
         mentioned=True,
-        target_channel=channel_id,
+        target_channel=asked.channel_id,
     )
 
 
@@ -249,6 +273,15 @@ def _inbound(
     )
 
 
+def _standard_emoji(emoji: Any) -> str | None:
+    """The name of a standard (Unicode) emoji; None for a custom guild emoji, whose name
+    is free text and never feedback."""
+    if not isinstance(emoji, Mapping) or emoji.get("id") is not None:
+        return None
+    name = emoji.get("name")
+    return name if isinstance(name, str) and name else None
+
+
 def normalise_emoji(name: str) -> str:
     """👍🏽, 👍️ and 👍 alike become 👍."""
     return _EMOJI_NOISE.sub("", name)
@@ -272,19 +305,16 @@ def reaction_event(
     message_id = snowflake(payload.get("message_id"))
     channel_id = snowflake(payload.get("channel_id"))
     user_id = snowflake(payload.get("user_id"))
-    emoji = payload.get("emoji")
     if message_id is None or channel_id is None or user_id is None or user_id == bot_id:
         return None
-    if not isinstance(emoji, Mapping) or emoji.get("id") is not None:
-        return None  # custom guild emoji: their names are free text, never feedback
-    name = emoji.get("name")
-    if not isinstance(name, str) or not name:
+    name = _standard_emoji(payload.get("emoji"))
+    if name is None:
         return None
     author = payload.get("message_author_id")
     if author is not None and snowflake(author) != bot_id:
         return None  # only present on add; a reaction on someone else's message
     guild_id = guild_of(payload)
-    if "guild_id" in payload and payload["guild_id"] is not None and guild_id is None:
+    if payload.get("guild_id") is not None and guild_id is None:
         return None
     if guild_id is not None and filters.guilds and guild_id not in filters.guilds:
         return None
@@ -330,7 +360,6 @@ def ask_message(
     user_id: str,
     question: str,
     place: Place,
-    received_at: float = 0.0,
 ) -> InboundMessage:
     """``/ask``: answered in the interaction's own response, so no new thread."""
     return InboundMessage(
@@ -340,3 +369,34 @@ def ask_message(
         message_id=interaction_id,
         event_id=interaction_id,
     )
+
+
+def message_payload(message: discord.Message) -> dict[str, Any]:
+    """The ``MESSAGE_CREATE`` fields ``message_decision`` reads, from discord.py's message
+    (``on_message``). A guild the cache does not hold still counts by its id."""
+    guild = message.guild
+    guild_id = guild.id if guild is not None else getattr(message.channel, "guild_id", None)
+    author = message.author
+    return {
+        "id": message.id,
+        "channel_id": message.channel.id,
+        "guild_id": guild_id,
+        "author": {"id": author.id, "bot": author.bot, "system": author.system},
+        "webhook_id": message.webhook_id,
+        "type": message.type.value,
+        "content": message.content,
+        "mentions": [{"id": user.id} for user in message.mentions],
+    }
+
+
+def reaction_payload(event: discord.RawReactionActionEvent) -> dict[str, Any]:
+    """The ``MESSAGE_REACTION_ADD``/``REMOVE`` fields ``reaction_event`` reads, from
+    discord.py's raw reaction event (no message cache needed)."""
+    return {
+        "message_id": event.message_id,
+        "channel_id": event.channel_id,
+        "user_id": event.user_id,
+        "guild_id": event.guild_id,
+        "emoji": {"id": event.emoji.id, "name": event.emoji.name},
+        "message_author_id": event.message_author_id,
+    }

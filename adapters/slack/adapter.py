@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -35,6 +34,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common import SOMETHING_WENT_WRONG, EventTasks, apologise
 from adapters.slack import translate
 from adapters.slack.checks import BAD_TOKEN
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
@@ -63,7 +63,7 @@ RESET_UNKNOWN = (
     "This command is not set up on the bridge; to start a new conversation use {command} "
     "(or set BRIDGE_SLACK_RESET_COMMAND to this command's name)."
 )
-SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
+__all__ = ["EVENTS_PATH", "SOMETHING_WENT_WRONG", "SlackAdapter"]
 
 
 class _KnownBot(AsyncAuthorize):
@@ -146,9 +146,7 @@ class SlackAdapter:
         self._retrying_api: SlackApi | None = None
         self._identity: BotIdentity | None = None
         self._verifier: SignatureVerifier | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._intake_open = False
-        self._closed = False
+        self._tasks = EventTasks(platform="slack")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -217,12 +215,12 @@ class SlackAdapter:
         self._app = self._build_app(bolt_client, self._identity, token)
         if self._socket_mode:
             await self._connect_socket(client)
-        self._intake_open = True
+        self._tasks.open()
         log.info("Slack connected as %s over %s", self._identity.user_id,
                  "Socket Mode" if self._socket_mode else f"the HTTP Events API ({EVENTS_PATH})")
 
     async def stop_intake(self) -> None:
-        self._intake_open = False
+        self._tasks.stop_intake()
         socket, self._socket = self._socket, None
         if socket is not None:
             # Disconnecting lets Slack deliver new events to the other replicas' sockets.
@@ -230,15 +228,10 @@ class SlackAdapter:
                 await socket.close_async()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
-        if self._closed:
+        if self._tasks.closed:
             return
-        self._closed = True
         await self.stop_intake()
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         await self._close_own_session()
 
     async def _close_own_session(self) -> None:
@@ -247,7 +240,7 @@ class SlackAdapter:
             await session.close()
 
     def is_ready(self) -> bool:
-        if not self._intake_open or self._app is None:
+        if not self._tasks.taking or self._app is None:
             return False
         if not self._socket_mode:
             return True
@@ -259,16 +252,12 @@ class SlackAdapter:
 
     @property
     def in_flight(self) -> int:
-        """Tasks of this adapter still running (answers, reactions, button presses)."""
-        return sum(1 for task in self._tasks if not task.done())
+        """Events being handled now (answers rendering, reactions, button presses)."""
+        return self._tasks.in_flight
 
     async def wait_idle(self) -> None:
-        """Wait until every task this adapter started has finished (tests, shutdown)."""
-        while True:
-            tasks = [task for task in self._tasks if not task.done()]
-            if not tasks:
-                return
-            await asyncio.wait(tasks)
+        """Wait until the events taken so far are fully handled (tests, tools)."""
+        await self._tasks.wait_idle()
 
     async def _auth_test(self, client: AsyncWebClient) -> BotIdentity:
         try:
@@ -354,7 +343,7 @@ class SlackAdapter:
 
     async def _handle_http(self, request: web.Request) -> web.StreamResponse:
         app = self._app
-        if app is None or not self._intake_open:
+        if app is None or not self._tasks.taking:
             return web.Response(status=503, text="not ready")
         body = await request.text()
         if not self._signed_by_slack(body, request.headers):
@@ -382,33 +371,39 @@ class SlackAdapter:
     # ------------------------------------------------------------------ listeners
 
     async def _on_mention(self, body: dict[str, Any]) -> None:
-        message = translate.mention(body, self._bot, self._scope, received_at=time.time())
+        message = translate.mention(body, self._bot, self._scope)
         if message is None:
             self._metrics.events.labels("slack", "ignored").inc()
             return
-        self._spawn(self._answer(message, follow_up=False), "slack-answer")
+        self._answer(message)
 
     async def _on_message(self, body: dict[str, Any]) -> None:
-        message = translate.message(body, self._bot, self._scope, received_at=time.time())
+        message = translate.message(body, self._bot, self._scope)
         if message is None:
             self._metrics.events.labels("slack", "ignored").inc()
             return
-        # A DM is always for the bot; a channel message reaching here is a thread reply
-        # without a mention, answered only inside a conversation its author has there.
-        self._spawn(self._answer(message, follow_up=not message.place.is_dm), "slack-answer")
+        if message.place.is_dm:
+            self._answer(message)
+        else:
+            # A channel message reaching here is a thread reply without a mention, answered
+            # only inside a conversation its author has there.
+            self._tasks.spawn(self._answer_follow_up(message), name="slack-follow-up")
 
     async def _on_reaction(self, body: dict[str, Any]) -> None:
         reaction = translate.reaction(body, self._bot, self._scope)
         if reaction is None:
             return
-        self._spawn(self._relay.handle_reaction(reaction, self.open_sink), "slack-reaction")
+        # No notice on failure: a reaction has no reply of its own to carry one.
+        self._tasks.spawn(self._relay.handle_reaction(reaction, self.open_sink),
+                          name="slack-reaction")
 
     async def _on_feedback_button(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         press = translate.feedback_button(body, self._bot, self._scope)
         if press is None:
             return
-        self._spawn(self._relay.handle_feedback_button(press), "slack-feedback")
+        self._tasks.spawn(self._relay.handle_feedback_button(press), name="slack-feedback",
+                          notice=lambda: self._tell_presser(body))
 
     async def _on_reset(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         request = translate.reset_request(body, self._scope)
@@ -447,44 +442,27 @@ class SlackAdapter:
         assert self._identity is not None
         return self._identity
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        if self._closed:
-            work.close()
-            return
-        task = asyncio.create_task(self._guard(work), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guard(work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("handling a Slack event failed")
-
-    async def _answer(self, message: InboundMessage, *, follow_up: bool) -> None:
-        if follow_up and not await self._relay.has_conversation(message):
-            self._metrics.events.labels("slack", "ignored").inc()
-            return
+    def _answer(self, message: InboundMessage) -> None:
         sink = self.sink_for(message)
-        try:
-            await self._relay.handle_message(message, sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("answering a Slack message failed")
-            await self._rescue(sink)
+        self._tasks.spawn(self._relay.handle_message(message, sink), name="slack-answer",
+                          notice=lambda: apologise(sink))
 
-    async def _rescue(self, sink: SlackSink) -> None:
-        """The one catch-all: the reply is left finished, never as nothing or a stream."""
-        try:
-            if not sink.part_ids:
-                await sink.post(SOMETHING_WENT_WRONG, final=True)
-        except PlatformError as exc:
-            log.warning("could not tell the user that answering failed: %s", exc)
-        await sink.finish(sink.part_ids, answered=False)
+    async def _answer_follow_up(self, message: InboundMessage) -> None:
+        if await self._relay.has_conversation(message):
+            self._answer(message)
+        else:
+            self._metrics.events.labels("slack", "ignored").inc()
+
+    async def _tell_presser(self, body: Mapping[str, Any]) -> None:
+        """The catch-all's notice for a feedback button: a message only the presser sees."""
+        channel = body.get("channel")
+        user = body.get("user")
+        channel_id = channel.get("id") if isinstance(channel, Mapping) else None
+        user_id = user.get("id") if isinstance(user, Mapping) else None
+        if self._retrying_api is None or not channel_id or not user_id:
+            return
+        await self._retrying_api.call("chat.postEphemeral", channel=channel_id, user=user_id,
+                                      text=SOMETHING_WENT_WRONG)
 
     def sink_for(self, message: InboundMessage) -> SlackSink:
         """The sink for a new answer: in a thread (streamed) unless it is a top-level DM."""

@@ -154,7 +154,7 @@ def _from_person(event: Mapping[str, Any], bot: BotIdentity) -> str | None:
 
 
 def mention(
-    body: Any, bot: BotIdentity, scope: Scope, *, received_at: float = 0.0
+    body: Any, bot: BotIdentity, scope: Scope
 ) -> InboundMessage | None:
     """An ``app_mention`` event in a channel.
 
@@ -166,40 +166,18 @@ def mention(
         return None
     if event.get("subtype") is not None or event.get("edited") is not None:
         return None
-    author = _from_person(event, bot)
-    channel = _id(event, "channel")
-    ts = _ts(event, "ts")
-    where = _workspace(body, event)
-    if author is None or channel is None or ts is None or where is None:
+    posted = _posted(body, event, bot)
+    if posted is None or _is_dm_channel(posted.channel, _str(event, "channel_type")):
         return None
-    if _is_dm_channel(channel, _str(event, "channel_type")):
+    if not scope.allows(workspace=posted.workspace, enterprise=posted.enterprise,
+                        channel=posted.channel, is_dm=False):
         return None
-    workspace, enterprise = where
-    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=False):
-        return None
-    thread = _ts(event, "thread_ts")
-    in_thread = thread is not None and thread != ts
-    place = Place(
-        platform=Platform.SLACK,
-        workspace=workspace,
-        channel=channel,
-        thread=thread if in_thread else None,
-        is_dm=False,
-        enterprise=enterprise,
-    )
-    text = event.get("text")
-    return InboundMessage(
-        place=place,
-        author=author,
-        text=to_plain(text if isinstance(text, str) else "", bot_user_id=bot.user_id),
-        message_id=ts,
-        event_id=_event_id(body, channel, ts),
-        reply_thread=None if in_thread else ts,
-    )
+    return _inbound(body, posted, is_dm=False, bot=bot,
+                    reply_thread=None if posted.thread else posted.ts)
 
 
 def message(
-    body: Any, bot: BotIdentity, scope: Scope, *, received_at: float = 0.0
+    body: Any, bot: BotIdentity, scope: Scope
 ) -> InboundMessage | None:
     """A ``message`` event: a DM (always answered), or a candidate thread follow-up in a
     channel (``place.is_dm`` False), to be answered only when the core knows a conversation
@@ -216,36 +194,66 @@ def message(
         return None
     if event.get("hidden") or event.get("edited") is not None:
         return None
+    posted = _posted(body, event, bot)
+    if posted is None:
+        return None
+    is_dm = _is_dm_channel(posted.channel, _str(event, "channel_type"))
+    if not is_dm and (not posted.thread or mentions_user(posted.text, bot.user_id)):
+        return None
+    if not scope.allows(workspace=posted.workspace, enterprise=posted.enterprise,
+                        channel=posted.channel, is_dm=is_dm):
+        return None
+    return _inbound(body, posted, is_dm=is_dm, bot=bot)
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """What every message event a person wrote carries."""
+
+    author: str
+    channel: str
+    ts: str
+    workspace: str
+    enterprise: str | None
+    thread: str | None  # the thread it was written in; None at the top level
+    text: str
+
+
+def _posted(body: Mapping[str, Any], event: Mapping[str, Any], bot: BotIdentity) -> _Posted | None:
     author = _from_person(event, bot)
     channel = _id(event, "channel")
     ts = _ts(event, "ts")
     where = _workspace(body, event)
     if author is None or channel is None or ts is None or where is None:
         return None
-    workspace, enterprise = where
-    raw = event.get("text")
-    text = raw if isinstance(raw, str) else ""
     thread = _ts(event, "thread_ts")
-    in_thread = thread is not None and thread != ts
-    is_dm = _is_dm_channel(channel, _str(event, "channel_type"))
-    if not is_dm and (not in_thread or mentions_user(text, bot.user_id)):
-        return None
-    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
-        return None
+    raw = event.get("text")
+    return _Posted(
+        author=author, channel=channel, ts=ts, workspace=where[0], enterprise=where[1],
+        thread=thread if thread is not None and thread != ts else None,
+        text=raw if isinstance(raw, str) else "",
+    )
+
+
+def _inbound(
+    body: Mapping[str, Any], posted: _Posted, *, is_dm: bool, bot: BotIdentity,
+    reply_thread: str | None = None,
+) -> InboundMessage:
     place = Place(
         platform=Platform.SLACK,
-        workspace=workspace,
-        channel=channel,
-        thread=thread if in_thread else None,
+        workspace=posted.workspace,
+        channel=posted.channel,
+        thread=posted.thread,
         is_dm=is_dm,
-        enterprise=enterprise,
+        enterprise=posted.enterprise,
     )
     return InboundMessage(
         place=place,
-        author=author,
-        text=to_plain(text, bot_user_id=bot.user_id),
-        message_id=ts,
-        event_id=_event_id(body, channel, ts),
+        author=posted.author,
+        text=to_plain(posted.text, bot_user_id=bot.user_id),
+        message_id=posted.ts,
+        event_id=_event_id(body, posted.channel, posted.ts),
+        reply_thread=reply_thread,
     )
 
 

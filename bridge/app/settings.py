@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     )
     tools_module: str | None = Field(
         None, validation_alias=_env("BRIDGE_TOOLS_MODULE"),
-        description="Python module that registers client-action handlers (see README).",
+        description="Python module that registers client-action handlers (see docs/operations.md, Client actions).",
     )
     max_tool_rounds: int = Field(
         5, ge=0, le=20, validation_alias=_env("BRIDGE_MAX_TOOL_ROUNDS"),
@@ -214,7 +214,8 @@ class Settings(BaseSettings):
     )
     discord_api_base: str = Field(
         "https://discord.com/api/v10", validation_alias=_env("DISCORD_API_BASE"),
-        description="Discord REST base URL (a rate-limit proxy such as nirn-proxy, tests).",
+        description="Discord REST base URL for `check` and `discord-invite` (tests). The bot "
+        "itself always uses Discord's API and refuses to start with another value.",
     )
     discord_message_content: bool = Field(
         False, validation_alias=_env("BRIDGE_DISCORD_MESSAGE_CONTENT"),

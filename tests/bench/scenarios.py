@@ -421,7 +421,7 @@ async def discord_pacing(ctx: Context, *, answers: int) -> dict[str, Any]:
                                                 mention_bot=True)
             expected[sent["id"]] = answer_text(seed, p.platform_words)
         await s.chatbase.wait_for(lambda: len(s.chatbase.chat_calls) >= answers, within=60)
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         elapsed = time.perf_counter() - started
         replies: dict[str, list[str]] = {}
         for message in s.discord.messages_in(busy.id):
@@ -501,7 +501,7 @@ async def discord_cadence(ctx: Context) -> dict[str, Any]:
         sent = await s.discord.send_message(asker, s.channel,
                                             question(seed, p.cadence_words), mention_bot=True)
         await s.chatbase.wait_for(lambda: len(s.chatbase.chat_calls) >= 1, within=30)
-        await adapter.settled()
+        await adapter.wait_idle()
         thread = sent["id"]
         final = "".join(m["content"] for m in s.discord.messages_in(thread)
                         if m["author"]["id"] == s.discord.bot_id)

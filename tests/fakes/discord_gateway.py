@@ -34,6 +34,7 @@ PRIVILEGED = INTENT_MESSAGE_CONTENT | INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESEN
 @dataclass
 class Session:
     ws: web.WebSocketResponse
+    host: str = ""  # the address discord.py dialled (Host header)
     shard: tuple[int, int] = (0, 1)
     intents: int = 0
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -80,7 +81,7 @@ class FakeGateway:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        session = Session(ws=ws)
+        session = Session(ws=ws, host=request.host)
         self.sessions.append(session)
         await session.send(OP_HELLO, {"heartbeat_interval": 41250})
         try:

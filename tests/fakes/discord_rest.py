@@ -1,7 +1,11 @@
-"""A fake Discord: the REST API discord.py 2.7 uses and its gateway, on one aiohttp TestServer.
+"""A fake Discord: the REST API discord.py 2.7 uses and its gateway, on aiohttp TestServers.
 
-Point discord.py at it with ``DISCORD_API_BASE=fake.api_base`` (``Route.BASE``); its
-``GET /gateway/bot`` answers with the websocket on the same server. It records every REST
+discord.py reaches it through its public ``connector`` option: ``fake.connector()`` makes an
+aiohttp connector whose resolver sends ``discord.com`` and the gateway hosts to the fake's
+HTTPS listener, trusting a certificate authority made in memory for this fake (``trustme``),
+so discord.py keeps its own ``https://discord.com/api/v10`` and ``wss://`` addresses. The
+same API also answers over plain HTTP at ``fake.api_base``, for the bridge's own REST reads
+(``DISCORD_API_BASE`` for ``check``) and for tests that call it directly. It records every REST
 call (method, route template, channel, JSON body, status), keeps the messages it was sent,
 enforces Discord's 2,000-character content limit and a per-channel message write limit
 (5 per 5 s by default, shared by POST/PATCH/DELETE on a channel's messages) with 429s and
@@ -12,16 +16,22 @@ THREAD_CREATE), and answers interaction callbacks and the interaction webhook.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import aiohttp
+import trustme
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from tests.fakes import secrets
@@ -29,6 +39,37 @@ from tests.fakes.discord_gateway import FakeGateway, Session
 
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
+# The hosts discord.py dials: its REST base, its built-in gateway (used when the shard count
+# is given) and the gateway this fake advertises in GET /gateway/bot and READY.
+API_HOST = "discord.com"
+BUILT_IN_GATEWAY_HOST = "gateway.discord.gg"
+FAKE_GATEWAY_HOST = "gateway.fake-discord.test"
+FAKE_HOSTS = frozenset({API_HOST, BUILT_IN_GATEWAY_HOST, FAKE_GATEWAY_HOST})
+
+
+@functools.cache
+def _authority() -> tuple[trustme.CA, trustme.LeafCert]:
+    """One test CA and certificate per test process (made in memory, never written)."""
+    ca = trustme.CA()
+    return ca, ca.issue_cert(*sorted(FAKE_HOSTS))
+
+
+class FakeResolver(AbstractResolver):
+    """Resolves the Discord hosts to the fake's HTTPS port and nothing else (no network)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in FAKE_HOSTS:
+            raise OSError(f"the fake Discord does not serve {host}")
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=self._port,
+                              family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        return None
 
 # Permission bits.
 VIEW_CHANNEL = 1 << 10
@@ -172,29 +213,50 @@ class FakeDiscord:
             guild_payloads=self._guild_payloads,
             on_change=self._notify_soon,
         )
-        self._server: TestServer | None = None
+        self._plain: TestServer | None = None
+        self._tls: TestServer | None = None
         self._users: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ setup
 
     async def __aenter__(self) -> FakeDiscord:
-        app = web.Application()
-        app.router.add_get("/gateway", self.gateway.handle)
-        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._dispatch_rest)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
-        self.gateway.url = f"ws://127.0.0.1:{self._server.port}/gateway"
+        self._plain = TestServer(self._app(), host="127.0.0.1", port=0)
+        await self._plain.start_server()
+        _, cert = _authority()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self._tls = TestServer(self._app(), host="127.0.0.1", port=0)
+        await self._tls.start_server(ssl=context)
+        self.gateway.url = f"wss://{FAKE_GATEWAY_HOST}/"
         return self
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self.gateway.handle)  # wss://gateway.discord.gg/?v=10&...
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._dispatch_rest)
+        return app
 
     async def __aexit__(self, *exc: object) -> None:
         await self.gateway.close_all()
-        if self._server is not None:
-            await self._server.close()
+        for listener in (self._tls, self._plain):
+            if listener is not None:
+                await listener.close()
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A connector for discord.py (``Client(connector=...)``, ``HTTPClient``) that
+        reaches this fake at Discord's own addresses; a fresh one per client, which closes
+        it."""
+        assert self._tls is not None and self._tls.port is not None
+        ca, _ = _authority()
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+        return aiohttp.TCPConnector(limit=0, resolver=FakeResolver(self._tls.port), ssl=trust)
 
     @property
     def api_base(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.port}{API_PREFIX}"
+        """The same REST API over plain HTTP, for callers given a base URL."""
+        assert self._plain is not None
+        return f"http://127.0.0.1:{self._plain.port}{API_PREFIX}"
 
     def add_guild(self, name: str = "guild") -> Guild:
         guild = Guild(id=snowflake(), name=name)

@@ -14,9 +14,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
-
 from adapters.discord.adapter import DiscordAdapter
 from bridge.app.compose import compose
 from bridge.app.metrics import Metrics
@@ -58,6 +55,7 @@ class DiscordStack:
             edit_interval=EDIT_INTERVAL,
             guild_ready_timeout=0.05,
             ready_timeout=10.0,
+            connector=self.discord.connector,
         )
         await adapter.start()
         self.adapters.append(adapter)
@@ -71,9 +69,7 @@ class DiscordStack:
 async def discord_stack(
     redis_url: str, prefix: str, *, start: bool = True, **env: Any
 ) -> AsyncIterator[DiscordStack]:
-    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     async with AsyncExitStack() as stack:
-        stack.callback(_restore, base, gateway)
         discord = await stack.enter_async_context(FakeDiscord(rate_window=RATE_WINDOW))
         chatbase = await stack.enter_async_context(FakeChatbase())
         values: dict[str, Any] = {
@@ -83,7 +79,6 @@ async def discord_stack(
             "REDIS_URL": redis_url,
             "BRIDGE_REDIS_PREFIX": prefix,
             "DISCORD_BOT_TOKEN": discord.token,
-            "DISCORD_API_BASE": discord.api_base,
             "BRIDGE_USER_QUOTA": "0",
         }
         values.update(env)
@@ -111,9 +106,3 @@ async def discord_stack(
         if start:
             await built.start_adapter()
         yield built
-
-
-def _restore(base: str, gateway: Any) -> None:
-    # Both are class-wide in discord.py; a test must not leak its fake's address.
-    Route.BASE = base
-    DiscordWebSocket.DEFAULT_GATEWAY = gateway

@@ -192,13 +192,14 @@ class FakeSlack:
         self.calls: list[SlackCall] = []
         self.messages: dict[str, SlackMessage] = {}
         self.acks: dict[str, dict[str, Any]] = {}
+        self.ephemerals: list[dict[str, Any]] = []
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
         self._windows: dict[tuple[str, ...], deque[float]] = defaultdict(deque)
         self._seq = itertools.count(1)
         self._ts_base = int(time.time())
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
-        self._server: TestServer | None = None
+        self._site: TestServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,24 +217,24 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
+        self._site = TestServer(app, host="127.0.0.1", port=0)
+        await self._site.start_server()
 
     async def close(self) -> None:
         for ws in list(self._sockets):
             await ws.close()
-        if self._server is not None:
-            await self._server.close()
+        if self._site is not None:
+            await self._site.close()
 
     @property
     def api_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("/api/"))
+        assert self._site is not None
+        return str(self._site.make_url("/api/"))
 
     @property
     def socket_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("/socket")).replace("http://", "ws://", 1)
+        assert self._site is not None
+        return str(self._site.make_url("/socket")).replace("http://", "ws://", 1)
 
     # ------------------------------------------------------------------ test controls
 
@@ -439,6 +440,7 @@ class FakeSlack:
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,
             "assistant.threads.setStatus": self._set_status,
+            "chat.postEphemeral": self._post_ephemeral,
         }.get(method)
         if handler is None:
             raise _Reject("unknown_method", 404)
@@ -456,6 +458,12 @@ class FakeSlack:
 
     def _connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.socket_url}
+
+    def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("user") or not args.get("text"):
+            raise _Reject("invalid_arguments")
+        self.ephemerals.append(dict(args))
+        return {"message_ts": self._new_ts()}
 
     def _set_status(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel_id") or not args.get("thread_ts"):

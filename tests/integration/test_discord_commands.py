@@ -96,7 +96,7 @@ async def test_reset_forgets_the_conversation_and_answers_ephemerally(
             asked = await s.discord.slash(ann, s.channel, "ask", question="again")
             await s.discord.wait_for(lambda a=asked, e=expected: s.discord.interactions[
                 a["token"]].original_id and original(s, a)["content"] == e)
-            await s.adapter.settled()
+            await s.adapter.wait_idle()
         assert "conversationId" in s.chatbase.chat_calls[1].body
 
         reset = await s.discord.slash(ann, s.channel, "reset")
@@ -120,7 +120,7 @@ async def test_a_mention_thread_and_reset_inside_it(redis_url: str, redis_prefix
         thread = await s.discord.wait_for(lambda: s.discord.channel(question["id"]))
         await s.discord.wait_for(lambda: any(
             m["content"] == "In the thread." for m in s.discord.messages_in(thread.id)))
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         # /reset in the thread forgets that thread's conversation, not some other one.
         reset = await s.discord.slash(ann, thread, "reset")
         (answer,) = await s.discord.wait_for(lambda: callbacks(s, reset))

@@ -21,7 +21,7 @@ async def answered(s: DiscordStack, asker: dict[str, Any], text: str) -> dict[st
         return None
 
     message: dict[str, Any] = await s.discord.wait_for(found)
-    await s.adapter.settled()  # remembered in Redis
+    await s.adapter.wait_idle()  # remembered in Redis
     return message
 
 
@@ -45,10 +45,10 @@ async def test_reactions_with_skin_tones_become_feedback_and_removal_clears_it(
 
         # Only the asker's reactions count by default: bob's 👎🏿 is ignored, ann's counts.
         await s.discord.react(bob, reply, "👎🏿")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         await s.discord.react(ann, reply, "👎🏿")
         await s.chatbase.wait_for(lambda: len(feedback) == 3)
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert [f.feedback for f in feedback] == ["positive", None, "negative"]
 
 
@@ -57,7 +57,7 @@ async def test_reactions_on_other_messages_are_ignored(redis_url: str, redis_pre
         ann = s.discord.user("ann")
         own = await s.discord.send_message(ann, s.channel, "my own message")
         await s.discord.react(ann, own, "👍")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert s.chatbase.feedback_calls == []
         assert s.discord.calls_to("GET", "/channels/{channel_id}") == []
 
@@ -119,7 +119,7 @@ async def test_a_reaction_in_a_thread_the_bot_no_longer_caches_still_counts(
 
         # An emoji that means nothing costs nothing: no lookup, no feedback.
         await s.discord.react(ann, reply, "🎉")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert s.discord.calls_to("GET", "/channels/{channel_id}") == []
 
         await s.discord.react(ann, reply, "👍")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.core.models import Platform
+from adapters.common import SOMETHING_WENT_WRONG
+from bridge.core.models import InboundMessage, Platform
+from bridge.core.ports import ReplySink
 from bridge.core.split import join_bodies, split_text
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.discord_rest import Call
@@ -73,7 +75,7 @@ async def test_mention_opens_a_thread_types_posts_edits_and_ends_exact(
         body = s.chatbase.chat_calls[0].body
         assert body["message"] == "How do refunds work?"
         assert body["userId"] == f"discord.{asker['id']}"
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         record = await s.store.find_reply(Platform.DISCORD, s.channel.id, message["id"])
         assert record is not None and record.thread == thread_id
         assert record.asker == asker["id"]
@@ -113,7 +115,7 @@ async def test_follow_ups_in_the_thread_continue_without_a_mention(
         question = await s.discord.send_message(ann, s.channel, "first?", mention_bot=True)
         thread = await s.discord.wait_for(lambda: s.discord.channel(question["id"]))
         await wait_final(s, thread.id, "First answer.")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
 
         s.chatbase.script(Answer(text="Follow-up answer."))
         await s.discord.send_message(ann, thread, "and annual plans?")
@@ -124,9 +126,9 @@ async def test_follow_ups_in_the_thread_continue_without_a_mention(
         assert follow.body["conversationId"] == conversation_id
 
         # Someone else talking in the thread without a mention is not the bot's business.
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         await s.discord.send_message(bob, thread, "I have the same question")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert len(s.chatbase.chat_calls) == 2
         # A mention by them inside the thread is answered there, in their own conversation.
         s.chatbase.script(Answer(text="Bob's answer."))
@@ -168,7 +170,7 @@ async def test_everyone_bots_and_unmentioned_messages_are_ignored(
         s.chatbase.script(Answer(text="Answered."))
         question = await s.discord.send_message(dan, s.channel, "real one", mention_bot=True)
         await wait_final(s, question["id"], "Answered.")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert [c.body["message"] for c in s.chatbase.chat_calls] == ["real one"]
         assert len(s.discord.calls_to("POST", THREADS)) == 1
         # The four above, and the bot's own answer arriving back over the gateway.
@@ -198,7 +200,7 @@ async def test_a_long_answer_continues_in_follow_up_messages_code_intact(
         for message in parts:
             assert len(message["content"]) <= 2000
             assert message["content"].count("```") % 2 == 0  # every part renders on its own
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         for message in parts:
             record = await s.store.find_reply(Platform.DISCORD, s.channel.id, message["id"])
             assert record is not None and record.part_ids == tuple(m["id"] for m in parts)
@@ -225,10 +227,27 @@ async def test_three_answers_in_one_channel_share_its_budget_without_429s(
             return contents == sorted(texts)
 
         await s.discord.wait_for(finished, within=30)
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert s.discord.rate_limited == []
         assert s.rate_limited_count() == 0
         calls = writes(s, closed.id)
         assert len(calls) > 5  # more than one window's worth went through the one bucket
         for call in calls:
             assert call.body["allowed_mentions"] == NONE
+
+
+async def test_the_catch_all_tells_the_user_something_went_wrong(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix) as s:
+        async def broken(message: InboundMessage, sink: ReplySink) -> None:
+            await sink.working()
+            raise RuntimeError("a bug in the core")
+
+        s.service.handle_message = broken  # type: ignore[method-assign]
+        question = await s.discord.send_message(s.discord.user("ann"), s.channel, "hello?",
+                                                mention_bot=True)
+        told = await s.discord.wait_for(lambda: bot_messages(s, question["id"]))
+        await s.adapter.wait_idle()
+        assert [m["content"] for m in told] == [SOMETHING_WENT_WRONG]
+        assert s.adapter.in_flight == 0

@@ -6,12 +6,13 @@ import asyncio
 
 import aiohttp
 import pytest
-from discord.gateway import DiscordWebSocket
+import yarl
 from pydantic import SecretStr
 
 from bridge.core import notices
 from bridge.core.errors import ConfigError
 from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.discord_rest import BUILT_IN_GATEWAY_HOST
 from tests.fakes.discord_stack import discord_stack
 
 MESSAGE_CONTENT = 1 << 15
@@ -33,7 +34,7 @@ async def test_start_connects_with_the_needed_intents_and_closes(
         assert not intents & MESSAGE_CONTENT
         assert identify["token"] == s.discord.token
         # The gateway address came from the fake's GET /gateway/bot.
-        assert str(DiscordWebSocket.DEFAULT_GATEWAY) == s.discord.gateway.url
+        assert s.discord.gateway.sessions[0].host == yarl.URL(s.discord.gateway.url).host
         await adapter.stop_intake()
         await adapter.close()
         assert not adapter.is_ready()
@@ -67,11 +68,10 @@ async def test_shard_settings(redis_url: str, redis_prefix: str) -> None:
             await s.start_adapter(discord_shard_ids=[0])
         with pytest.raises(ConfigError, match="outside"):
             await s.start_adapter(discord_shard_ids=[2], discord_shard_count=2)
-        # With a given count discord.py would dial its built-in gateway; the adapter still
-        # asks GET /gateway/bot and goes where the REST API says.
+        # With a given count discord.py dials its built-in gateway (no GET /gateway/bot).
         await s.start_adapter(discord_shard_ids=[0], discord_shard_count=1)
         assert s.discord.gateway.identifies[-1]["shard"] == [0, 1]
-        assert s.discord.calls_to("GET", "/gateway/bot")
+        assert s.discord.gateway.sessions[-1].host == BUILT_IN_GATEWAY_HOST
 
 
 async def test_two_processes_on_the_same_shard_still_answer_once(
@@ -86,7 +86,7 @@ async def test_two_processes_on_the_same_shard_still_answer_once(
         await s.discord.wait_for(lambda: any(
             m["content"] == "Only once." for m in s.discord.messages_in(question["id"])))
         for adapter in s.adapters:
-            await adapter.settled()
+            await adapter.wait_idle()
         assert len(s.chatbase.chat_calls) == 1
         assert len(s.discord.message_calls(question["id"])) >= 1
         assert [m["content"] for m in s.discord.messages_in(question["id"])] == ["Only once."]
@@ -117,7 +117,7 @@ async def test_shutdown_mid_answer_marks_it_cut_off_before_the_gateway_closes(
             client.wait_for("message", check=lambda m: m.content.endswith("too late")))
         await s.discord.send_message(ann, s.channel, "too late", mention_bot=True)
         await asyncio.wait_for(seen, 5)  # it reached the bot...
-        assert adapter.handling == 1  # ...which still handles only the first answer
+        assert adapter.in_flight == 1  # ...which still handles only the first answer
         await s.service.drain(0.2)
         (message,) = s.discord.messages_in(thread_id)
         cut = notices.CUT_OFF.format(reason=notices.SHUTTING_DOWN)
@@ -153,3 +153,12 @@ async def test_a_429_from_discord_is_waited_out_and_counted(
             m["content"] == "Made it." for m in s.discord.messages_in(closed.id)))
         assert len(s.discord.rate_limited) >= 1
         assert s.rate_limited_count() == len(s.discord.rate_limited)
+
+
+async def test_another_api_base_is_refused_rather_than_bypassed(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix, start=False) as s:
+        with pytest.raises(ConfigError, match="DISCORD_API_BASE"):
+            await s.start_adapter(discord_api_base=s.discord.api_base)
+        assert s.discord.calls == []

@@ -97,7 +97,7 @@ async def discord_on_fake_time(redis_url: str, prefix: str) -> AsyncIterator[Dis
         s.service = bridge.service
         await s.start_adapter()
         yield s
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
 
 
 def threads(rig: SlackRig, ts: str, channel: str = "C0CHAN") -> list[str]:
@@ -259,7 +259,7 @@ async def test_discord_429_burst_mid_answer_is_waited_out(
                     pass
         with recording() as logs:
             gate.open()
-            await s.adapter.settled()
+            await s.adapter.wait_idle()
         mine = [m for m in bot_messages(s, thread) if m["content"] != "noise"]
         assert [m["content"] for m in mine] == ["Steady despite the burst."]
         assert s.discord.rate_limited
@@ -276,7 +276,7 @@ async def test_discord_5xx_on_edit_is_retried_and_logged(
         faults.fail_next("PATCH", MESSAGE, 503, 0, "Service Unavailable")
         with recording() as logs:
             gate.open()
-            await s.adapter.settled()
+            await s.adapter.wait_idle()
         assert bot_text(s, thread) == "Edited after a hiccup."
         assert faults.injected
         assert logs.find("platform call failed", "Discord edit failed: HTTP 503")
@@ -292,7 +292,7 @@ async def test_discord_message_deleted_while_streaming_is_posted_again(
         del s.discord.messages[first["id"]]  # a moderator deleted it
         with recording() as logs:
             gate.open()
-            await s.adapter.settled()
+            await s.adapter.wait_idle()
         (now,) = bot_messages(s, thread)
         assert now["content"] == "Part one. Part two. Part three." and now["id"] != first["id"]
         assert logs.find("is gone; posting it again", first["id"])
@@ -310,10 +310,10 @@ async def test_discord_thread_locked_mid_answer_gives_up_bounded(
         with recording() as logs:
             gate.open()
             async with asyncio.timeout(10):
-                await s.adapter.settled()
+                await s.adapter.wait_idle()
         # Nothing can be written into a locked thread, not even the end of the answer.
         assert bot_text(s, thread_id) == "Before  ▌"
-        assert s.adapter.handling == 0
+        assert s.adapter.in_flight == 0
         assert logs.find("giving up on this reply", level=logging.ERROR), logs.lines()
         assert logs.find("Thread is locked")
         refused = [c for c in s.discord.message_calls(thread_id) if c.status == 403]
@@ -333,7 +333,7 @@ async def test_discord_missing_permission_gives_up_bounded_and_says_why(
                                          mention_bot=True)
             await s.discord.wait_for(lambda: faults.injected)
             async with asyncio.timeout(10):
-                await s.adapter.settled()
+                await s.adapter.wait_idle()
         assert len(faults.injected) == MAX_FAILURES
         assert logs.find("Discord post failed: HTTP 403, code 50013 (Missing Permissions)")
         assert logs.find("giving up on this reply", level=logging.ERROR)

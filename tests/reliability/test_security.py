@@ -150,11 +150,11 @@ async def test_model_text_cannot_ping_on_discord_in_any_reply_shape(
                           Answer(text=NASTY + " via slash"))
         await s.discord.send_message(ann, inline, "long one", mention_bot=True)
         await s.chatbase.wait_requests(1, endpoint="chat")
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         question = await s.discord.send_message(ann, s.channel, "short", mention_bot=True)
         await s.discord.wait_for(lambda: any(
             m["content"] == NASTY for m in s.discord.messages_in(question["id"])))
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         answer = next(m for m in s.discord.messages_in(question["id"]) if m["content"] == NASTY)
         await s.discord.react(ann, answer, "🔄")
         await s.discord.wait_for(
@@ -162,7 +162,7 @@ async def test_model_text_cannot_ping_on_discord_in_any_reply_shape(
         await s.discord.slash(ann, s.channel, "ask", question="and now?")
         await s.discord.wait_for(lambda: any(
             c.body.get("content") == NASTY + " via slash" for c in discord_writes(s)))
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
 
         writes = discord_writes(s)
         assert len(writes) >= 6
@@ -217,7 +217,7 @@ async def test_discord_allowed_guilds_and_channels_hold(
         assert thread is not None
         await s.discord.send_message(ann, thread, "in the thread", mention_bot=True)
         await s.chatbase.wait_for(lambda: len(s.chatbase.chat_calls) == 2)
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         assert [c.body["message"] for c in s.chatbase.chat_calls] == ["allowed", "in the thread"]
 
 
@@ -277,7 +277,7 @@ async def test_pseudonymous_user_ids_never_carry_platform_ids(
         await s.chatbase.wait_for(lambda: bool(s.chatbase.chat_calls))
         await s.discord.wait_for(lambda: any(m["author"]["id"] == s.discord.bot_id
                                              for m in s.discord.messages_in(question["id"])))
-        await s.adapter.settled()
+        await s.adapter.wait_idle()
         (user_id,) = [c.body["userId"] for c in s.chatbase.chat_calls]
         assert pattern.match(user_id)
         assert _raw_ids_on_the_wire(s.chatbase, [ann["id"], s.guild.id]) == []

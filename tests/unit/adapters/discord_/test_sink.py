@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import discord
 import pytest
-from discord.http import HTTPClient, Route
+from discord.http import HTTPClient
 
 from adapters.discord.sink import ChannelSink, ThreadRequest
 from adapters.discord.views import NEGATIVE_ID, POSITIVE_ID, FeedbackView, layout_view
@@ -20,23 +20,15 @@ NONE = {"parse": []}
 
 
 @pytest.fixture
-def route_base() -> Iterator[None]:
-    original = Route.BASE
-    yield
-    Route.BASE = original
-
-
-@pytest.fixture
-async def fake(route_base: None) -> AsyncIterator[FakeDiscord]:
+async def fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord(rate_window=0.5) as server:
-        Route.BASE = server.api_base
         yield server
 
 
 async def login(fake: FakeDiscord) -> HTTPClient:
     import asyncio
 
-    http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=30.0)
+    http = HTTPClient(asyncio.get_running_loop(), fake.connector(), max_ratelimit_timeout=30.0)
     await http.static_login(fake.token)
     return http
 

@@ -53,7 +53,7 @@ def payload(**overrides: Any) -> dict[str, Any]:
 
 
 def decide(data: Any, facts: ChannelFacts = TEXT_CAN_THREAD, filters: Filters = EVERYWHERE):
-    return message_decision(data, bot_id=BOT, facts=facts, filters=filters, received_at=5.0)
+    return message_decision(data, bot_id=BOT, facts=facts, filters=filters)
 
 
 # ---------------------------------------------------------------- messages
@@ -269,7 +269,7 @@ def test_command_places() -> None:
 # ---------------------------------------------------------------- arbitrary payloads
 
 json_leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=30)
-json_value = st.recursive(
+any_json = st.recursive(
     json_leaf,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
                                                                 max_size=5),
@@ -286,7 +286,7 @@ def truncated_message(draw: st.DrawFn) -> dict[str, Any]:
         if choice == 0:
             del data[key]
         elif choice == 1:
-            data[key] = draw(json_value)
+            data[key] = draw(any_json)
     return data
 
 
@@ -295,7 +295,7 @@ facts_strategy = st.sampled_from([TEXT_CAN_THREAD, TEXT_NO_THREAD, IN_THREAD,
 
 
 @settings(deadline=None)
-@given(data=json_value | truncated_message(), facts=facts_strategy)
+@given(data=any_json | truncated_message(), facts=facts_strategy)
 def test_any_message_payload_translates_or_is_dropped(data: Any, facts: ChannelFacts) -> None:
     decision = decide(data, facts)
     if decision is None:
@@ -318,12 +318,12 @@ def truncated_reaction(draw: st.DrawFn) -> dict[str, Any]:
         if choice == 0:
             del data[key]
         elif choice == 1:
-            data[key] = draw(json_value)
+            data[key] = draw(any_json)
     return data
 
 
 @settings(deadline=None)
-@given(data=json_value | truncated_reaction(), added=st.booleans())
+@given(data=any_json | truncated_reaction(), added=st.booleans())
 def test_any_reaction_payload_translates_or_is_dropped(data: Any, added: bool) -> None:
     event = react(data, added)
     if event is None:

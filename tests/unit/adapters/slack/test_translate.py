@@ -37,7 +37,7 @@ PARENT = "1700000000.000100"
 def test_top_level_mention_opens_a_thread_under_itself() -> None:
     body = event_envelope(mention_event(text="<@UBOT> what is the refund policy?", ts=TS),
                           event_id="Ev1")
-    message = translate.mention(body, BOT, ALL, received_at=5.0)
+    message = translate.mention(body, BOT, ALL)
     assert message == InboundMessage(
         place=Place(platform=Platform.SLACK, workspace="T0TEAM", channel="C0CHAN",
                     thread=None, is_dm=False, enterprise=None),
@@ -220,7 +220,7 @@ def test_reset_in_a_dm_and_in_threads() -> None:
 
 # --------------------------------------------------------------------------- never crash
 
-json_values = st.recursive(
+any_json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=12), children, max_size=6),
@@ -276,7 +276,7 @@ def check_valid(result: object) -> None:
 
 
 @settings(deadline=None)
-@given(json_values | slackish)
+@given(any_json | slackish)
 def test_arbitrary_payloads_never_crash(body: Any) -> None:
     for fn in TRANSLATORS:
         check_valid(fn(body))
