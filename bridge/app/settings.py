@@ -143,7 +143,10 @@ class Settings(BaseSettings):
     )
     tools_module: str | None = Field(
         None, validation_alias=_env("BRIDGE_TOOLS_MODULE"),
-        description="Python module that registers client-action handlers (see docs/operations.md, Client actions).",
+        description=(
+            "Python module that registers client-action handlers "
+            "(see docs/operations.md, Client actions)."
+        ),
     )
     max_tool_rounds: int = Field(
         5, ge=0, le=20, validation_alias=_env("BRIDGE_MAX_TOOL_ROUNDS"),

@@ -113,7 +113,7 @@ class Turn:
         self.lost = False  # set when the lease lapsed while held (another turn may have begun)
         self._clock = clock
         self._action: Literal["", "set", "del"] = ""
-        self._value = ""
+        self._state_text = ""
         self._replies: list[ReplyRecord] = []
 
     def remember(
@@ -122,16 +122,16 @@ class Turn:
         """Keep ``conversation_id`` for this key (sliding TTL) and map every part of
         ``reply`` to it."""
         state = ConversationState(conversation_id, latest_message_id, self._clock.now())
-        self._action, self._value = "set", dump_state(state)
+        self._action, self._state_text = "set", dump_state(state)
         if reply is not None:
             self._replies.append(reply)
 
     def forget(self) -> None:
         """Drop the conversation mapping; the next turn starts a new conversation."""
-        self._action, self._value = "del", ""
+        self._action, self._state_text = "del", ""
 
     def _pending(self) -> tuple[Literal["", "set", "del"], str, tuple[ReplyRecord, ...]]:
-        return self._action, self._value, tuple(self._replies)
+        return self._action, self._state_text, tuple(self._replies)
 
 
 class _TurnLock(AbstractAsyncContextManager[Turn]):

@@ -336,7 +336,7 @@ class FakeChatbase:
         self._request_ids = 0
         self._signal = _Signal()
         self._closing = asyncio.Event()
-        self._server: TestServer | None = None
+        self._test_server: TestServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -366,19 +366,19 @@ class FakeChatbase:
         app.router.add_get(agent + "/conversations", self._list_conversations,
                            name="list_conversations")
         app.router.add_get("/health", self._health, name="health")
-        self._server = TestServer(app)
-        await self._server.start_server(shutdown_timeout=1.0)
+        self._test_server = TestServer(app)
+        await self._test_server.start_server(shutdown_timeout=1.0)
 
     async def close(self) -> None:
         self._closing.set()
-        if self._server is not None:
-            await self._server.close()
+        if self._test_server is not None:
+            await self._test_server.close()
 
     @property
     def base_url(self) -> str:
         """Base URL to give the client (like ``https://www.chatbase.co/api/v2``)."""
-        assert self._server is not None, "start the fake first"
-        return str(self._server.make_url("")).rstrip("/")
+        assert self._test_server is not None, "start the fake first"
+        return str(self._test_server.make_url("")).rstrip("/")
 
     # ------------------------------------------------------------------ scripting
 

@@ -101,7 +101,7 @@ class RedisProxy:
     def __init__(self, upstream: str, *, delay: float = 0.0) -> None:
         self._connect = _upstream(upstream)
         self.delay = delay
-        self._server: asyncio.Server | None = None
+        self._listener: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._refuse_until = 0.0
@@ -112,21 +112,21 @@ class RedisProxy:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
+        assert self._listener is not None
+        port = self._listener.sockets[0].getsockname()[1]
         return f"redis://127.0.0.1:{port}"
 
     async def __aenter__(self) -> RedisProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._listener = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
+        assert self._listener is not None
+        self._listener.close()
         self._refuse_until = float("inf")
         self._close_all()  # every link then ends on its own
         await asyncio.gather(*self._links, return_exceptions=True)
-        await self._server.wait_closed()
+        await self._listener.wait_closed()
 
     @property
     def blocked(self) -> bool:
