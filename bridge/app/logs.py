@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from bridge.app.settings import LogFormat
+from bridge.core.context import bind, bound, current
 
-# Read-only mapping as the default; ``bind`` always replaces it with a fresh dict.
-_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "log_context", default=MappingProxyType({})
-)
+__all__ = ["bind", "bound", "configure"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
-@contextlib.contextmanager
-def bound(**fields: str | None) -> Iterator[None]:
-    """Attach fields to every log event in this task (and tasks it starts) until exit."""
-    merged = dict(_context.get())
-    merged.update({k: str(v) for k, v in fields.items() if v is not None})
-    token = _context.set(merged)
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
-
-def bind(**fields: str | None) -> None:
-    """Add fields to the current task's log context for the rest of the task."""
-    merged = dict(_context.get())
-    merged.update({k: str(v) for k, v in fields.items() if v is not None})
-    _context.set(merged)
-
-
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields: dict[str, Any] = dict(_context.get())
+    fields: dict[str, Any] = dict(current())
     for key, value in record.__dict__.items():
         if key not in _STANDARD and not key.startswith("_"):
             fields[key] = value

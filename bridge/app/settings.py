@@ -10,19 +10,10 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.core.errors import ConfigError
+from bridge.core.models import ConversationScope, FeedbackFrom
 
 CsvList = Annotated[list[str], NoDecode]
 CsvInts = Annotated[list[int], NoDecode]
-
-
-class ConversationScope(StrEnum):
-    USER = "user"
-    THREAD = "thread"
-
-
-class FeedbackFrom(StrEnum):
-    ASKER = "asker"
-    ANYONE = "anyone"
 
 
 class LogFormat(StrEnum):

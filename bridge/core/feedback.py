@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from bridge.app.settings import FeedbackFrom, Settings
-from bridge.core.models import Feedback
+from bridge.core.models import Feedback, FeedbackFrom
+from bridge.core.ports import FeedbackSettings
 
 
 class Meaning(Enum):
@@ -29,7 +29,7 @@ class FeedbackPolicy:
     only_asker: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FeedbackPolicy:
+    def from_settings(cls, settings: FeedbackSettings) -> FeedbackPolicy:
         return cls(
             positive=_names(settings.feedback_positive),
             negative=_names(settings.feedback_negative),

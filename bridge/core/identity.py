@@ -6,9 +6,8 @@ import hashlib
 import hmac
 import re
 
-from bridge.app.settings import ConversationScope
 from bridge.core.keys import NONE, escape
-from bridge.core.models import InboundMessage, Place, Platform
+from bridge.core.models import ConversationScope, InboundMessage, Place, Platform
 
 # Chatbase's userId rule (https://chatbase.co/docs/api-v2/user-conversations): 1 to 128 of
 # these characters. The one statement of it; the client's validation and `ask`'s default id

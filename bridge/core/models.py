@@ -7,6 +7,21 @@ from enum import StrEnum
 from typing import Any
 
 
+class ConversationScope(StrEnum):
+    """Who shares a conversation in a thread: each person apart, or everyone in it."""
+
+    USER = "user"
+    THREAD = "thread"
+
+
+class FeedbackFrom(StrEnum):
+    """Whose reactions count as feedback on an answer."""
+
+    ASKER = "asker"
+    ANYONE = "anyone"
+
+
+
 class Platform(StrEnum):
     SLACK = "slack"
     DISCORD = "discord"
@@ -167,3 +182,22 @@ class ReplyRecord:
     channel: str
     thread: str | None = None
     part_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming an event: ``first`` is False for a redelivery. The quota
+    fields count this user's claimed messages in the current window (0 when not asked)."""
+
+    first: bool
+    quota_count: int = 0
+    quota_reset_in: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """What the store keeps per conversation key. ``last_turn_at`` is wall-clock seconds."""
+
+    conversation_id: str
+    latest_message_id: str | None
+    last_turn_at: float

@@ -18,15 +18,21 @@ and ``PlatformError`` for anything else; it never retries on its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bridge.core.models import (
+    Claim,
+    ConversationScope,
+    ConversationState,
+    FeedbackFrom,
     InboundFeedbackButton,
     InboundMessage,
     InboundReaction,
     Place,
+    Platform,
     ReplyRecord,
 )
 
@@ -137,3 +143,125 @@ class PlatformAdapter(Protocol):
     def is_ready(self) -> bool:
         """Connected and able to answer (feeds /readyz)."""
         ...
+
+
+# ---------------------------------------------------------------------- what the core reads
+# The core reads its settings, stores its memory and counts its work through these; the
+# application shell passes the real ones (pydantic settings, the Redis store, Prometheus
+# metrics), which fit them structurally. So the core imports no I/O library and nothing of
+# the shell.
+
+
+class Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class FeedbackSettings(Protocol):
+    """The settings that say which reactions mean what, and whose count."""
+
+    @property
+    def feedback_positive(self) -> Sequence[str]: ...
+    @property
+    def feedback_negative(self) -> Sequence[str]: ...
+    @property
+    def regenerate_reactions(self) -> Sequence[str]: ...
+    @property
+    def feedback_from(self) -> FeedbackFrom: ...
+
+
+class RelaySettings(FeedbackSettings, Protocol):
+    """The settings the relay service reads (``bridge.app.settings.Settings`` has them)."""
+
+    @property
+    def conversation_scope(self) -> ConversationScope: ...
+    @property
+    def dm_idle_reset(self) -> int: ...
+    @property
+    def max_input_chars(self) -> int: ...
+    @property
+    def max_tool_rounds(self) -> int: ...
+    @property
+    def user_id_secret(self) -> Secret | None: ...
+    @property
+    def user_quota(self) -> int: ...
+    @property
+    def user_quota_window(self) -> int: ...
+
+
+class Turn(Protocol):
+    """One held turn of a conversation: what was remembered, and what to remember at the end."""
+
+    state: ConversationState | None
+
+    def remember(
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+    ) -> None: ...
+
+    def forget(self) -> None: ...
+
+
+class ConversationStore(Protocol):
+    """The relay's memory, shared by every replica (``bridge.store.Store``)."""
+
+    async def claim(
+        self, event_id: str, *, quota_subject: str | None = None, quota_window: int = 3600
+    ) -> Claim: ...
+
+    def turn(
+        self, conversation_key: str, *, on_wait: Callable[[int], None] | None = None
+    ) -> AbstractAsyncContextManager[Turn]: ...
+
+    async def has_conversation(self, key: str) -> bool: ...
+
+    async def forget_conversation(self, key: str) -> bool: ...
+
+    async def find_reply(
+        self, platform: Platform, channel: str, message_id: str
+    ) -> ReplyRecord | None: ...
+
+    async def update_reply(
+        self, record: ReplyRecord, *, stale_part_ids: Iterable[str] = ()
+    ) -> None: ...
+
+    async def feedback_reactions(
+        self, *, assistant_message_id: str, user: str, add: str | None, remove: str | None
+    ) -> frozenset[str]: ...
+
+
+class _Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Level(_Count, Protocol):
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class _Observe(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Counter(Protocol):
+    def labels(self, *values: str) -> _Count: ...
+
+
+class _Gauge(Protocol):
+    def labels(self, *values: str) -> _Level: ...
+
+
+class _Histogram(Protocol):
+    def labels(self, *values: str) -> _Observe: ...
+
+
+class RelayMetrics(Protocol):
+    """The figures the relay keeps (``bridge.app.metrics.Metrics``, Prometheus)."""
+
+    @property
+    def events(self) -> _Counter: ...
+    @property
+    def answers(self) -> _Counter: ...
+    @property
+    def feedback(self) -> _Counter: ...
+    @property
+    def in_flight(self) -> _Gauge: ...
+    @property
+    def first_text_seconds(self) -> _Histogram: ...

@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from bridge.app.logs import bind, bound
-from bridge.app.metrics import Metrics
-from bridge.app.settings import Settings
 from bridge.core import notices
+from bridge.core.context import bind, bound
 from bridge.core.errors import (
     ChatbaseAPIError,
     ChatbaseError,
@@ -23,6 +21,8 @@ from bridge.core.feedback import UNCHANGED, FeedbackPolicy, Meaning
 from bridge.core.identity import chatbase_user_id, conversation_key, place_key
 from bridge.core.models import (
     ChatResult,
+    Claim,
+    ConversationState,
     Feedback,
     InboundFeedbackButton,
     InboundMessage,
@@ -31,11 +31,18 @@ from bridge.core.models import (
     ReplyRecord,
     TextDelta,
 )
-from bridge.core.ports import Clock, ReplySink, SinkOpener
+from bridge.core.ports import (
+    Clock,
+    ConversationStore,
+    RelayMetrics,
+    RelaySettings,
+    ReplySink,
+    SinkOpener,
+    Turn,
+)
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.rendering.renderer import Renderer
 from bridge.core.tools import ToolRegistry
-from bridge.store import Claim, ConversationState, Store
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +85,6 @@ class ChatbaseLike(Protocol):
     ) -> None: ...
 
 
-class _Turn(Protocol):
-    state: ConversationState | None
-
-    def remember(
-        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
-    ) -> None: ...
-
-    def forget(self) -> None: ...
-
-
 @dataclass
 class _MemorylessTurn:
     """Stands in for a Redis turn while Redis is unreachable: no lock, no memory."""
@@ -109,12 +106,12 @@ class RelayService:
     def __init__(
         self,
         *,
-        settings: Settings,
-        store: Store,
+        settings: RelaySettings,
+        store: ConversationStore,
         chatbase: ChatbaseLike,
         pacer: Pacer,
         clock: Clock,
-        metrics: Metrics,
+        metrics: RelayMetrics,
         tools: ToolRegistry | None = None,
     ) -> None:
         self._settings = settings
@@ -232,7 +229,7 @@ class RelayService:
         text: str,
         state: ConversationState | None,
         user_id: str,
-        turn: _Turn,
+        turn: Turn,
         started: float,
     ) -> None:
         platform = message.place.platform.value
@@ -320,7 +317,7 @@ class RelayService:
         text: str,
         conversation_id: str | None,
         user_id: str,
-        turn: _Turn,
+        turn: Turn,
     ) -> tuple[ChatResult, str | None]:
         note: str | None = None
         try:
@@ -414,7 +411,7 @@ class RelayService:
         self._count(platform, "notice")
 
     @contextlib.asynccontextmanager
-    async def _turn(self, key: str) -> AsyncIterator[_Turn]:
+    async def _turn(self, key: str) -> AsyncIterator[Turn]:
         try:
             manager = self._store.turn(key)
             turn = await manager.__aenter__()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from bridge.app.settings import Settings
 from bridge.core.clock import SystemClock
 from bridge.core.keys import Keys
 from bridge.core.models import Platform, ReplyRecord
@@ -37,6 +37,23 @@ __all__ = [
     "redis_address",
     "translate",
 ]
+
+
+class StoreSettings(Protocol):
+    """The store's key prefix and lifetimes (``bridge.app.settings.Settings`` has these)."""
+
+    @property
+    def redis_prefix(self) -> str: ...
+    @property
+    def conversation_ttl(self) -> int: ...
+    @property
+    def reply_ttl(self) -> int: ...
+    @property
+    def dedup_ttl(self) -> int: ...
+    @property
+    def lock_ttl(self) -> int: ...
+    @property
+    def lock_wait(self) -> float: ...
 
 
 class Store:
@@ -73,7 +90,7 @@ class Store:
 
     @classmethod
     def from_settings(
-        cls, redis: aioredis.Redis, settings: Settings, *, clock: Clock | None = None
+        cls, redis: aioredis.Redis, settings: StoreSettings, *, clock: Clock | None = None
     ) -> Store:
         return cls(
             redis=redis,

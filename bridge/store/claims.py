@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bridge.core.keys import Keys
+from bridge.core.models import Claim
 from bridge.store.connection import Link
 
 __all__ = ["Claim", "Claims"]
@@ -20,16 +19,6 @@ if ttl < 0 then
 end
 return {1, n, ttl}
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of claiming an event: ``first`` is False for a redelivery. The quota
-    fields count this user's claimed messages in the current window (0 when not asked)."""
-
-    first: bool
-    quota_count: int = 0
-    quota_reset_in: float = 0.0
 
 
 class Claims:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -12,7 +13,6 @@ from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.app.settings import Settings
 from bridge.core.errors import StoreError
 from bridge.store.embedded import EmbeddedRedis
 
@@ -95,8 +95,17 @@ class Link:
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
 
+class RedisSettings(Protocol):
+    """Where Redis is (``bridge.app.settings.Settings`` has these)."""
+
+    @property
+    def redis_url(self) -> str | None: ...
+    @property
+    def data_dir(self) -> Path: ...
+
+
 @contextlib.asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+async def connect(settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
     """A Redis client for REDIS_URL, or for an embedded server in BRIDGE_DATA_DIR when it is
     unset; both are closed on exit. Unreachable Redis: a plain StoreError."""
     embedded: EmbeddedRedis | None = None

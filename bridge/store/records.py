@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from bridge.core.keys import Keys
-from bridge.core.models import Platform, ReplyRecord
+from bridge.core.models import ConversationState, Platform, ReplyRecord
 from bridge.store.connection import Link, text
 
 __all__ = [
@@ -22,15 +22,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationState:
-    """What the store keeps per conversation key. ``last_turn_at`` is wall-clock seconds."""
-
-    conversation_id: str
-    latest_message_id: str | None
-    last_turn_at: float
 
 
 def dump_state(state: ConversationState) -> str:

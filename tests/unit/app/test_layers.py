@@ -54,3 +54,24 @@ def test_the_runtime_and_the_cli_do_not_switch_on_platform_names() -> None:
         names = [node.lineno for node in ast.walk(tree)
                  if isinstance(node, ast.Constant) and node.value in ("slack", "discord")]
         assert names == [], f"{path.name} names a platform on lines {names}"
+
+
+def test_the_core_imports_only_the_standard_library_and_itself() -> None:
+    """bridge/core reads settings, stores memory and counts work through its ports; the
+    shell hands it the real ones, so it needs no I/O library and nothing outside itself."""
+    import sys
+
+    core = BRIDGE / "core"
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+             for path in sorted(core.rglob("*.py")) for line, name in imported(path)
+             if not name.startswith("bridge.core") and name != "__future__"
+             and name.split(".")[0] not in sys.stdlib_module_names]
+    assert found == []
+
+
+def test_the_store_and_the_chatbase_client_do_not_reach_into_the_shell() -> None:
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+             for package in ("store", "chatbase")
+             for path in sorted((BRIDGE / package).rglob("*.py"))
+             for line, name in imported(path) if name.startswith("bridge.app")]
+    assert found == []
