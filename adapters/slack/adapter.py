@@ -382,7 +382,7 @@ class SlackAdapter:
         if message is None:
             self._metrics.events.labels("slack", "ignored").inc()
             return
-        if message.place.is_dm:
+        if message.place.is_dm or translate.is_mention(message):
             self._answer(message)
         else:
             # A channel message reaching here is a thread reply without a mention, answered
