@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -382,7 +382,7 @@ class SlackAdapter:
         if message is None:
             self._metrics.events.labels("slack", "ignored").inc()
             return
-        if message.place.is_dm:
+        if message.place.is_dm or translate.is_mention(message):
             self._answer(message)
         else:
             # A channel message reaching here is a thread reply without a mention, answered
@@ -486,9 +486,11 @@ class SlackAdapter:
                 asker=record.asker,
             ),
             stream=False,
+            existing=record.part_ids,
         )
 
-    def _sink(self, target: ReplyTarget, *, stream: bool) -> SlackSink:
+    def _sink(self, target: ReplyTarget, *, stream: bool,
+              existing: Sequence[str] = ()) -> SlackSink:
         if self._api is None or self._retrying_api is None:
             raise RuntimeError("the Slack adapter is not started")
         return SlackSink(
@@ -498,6 +500,8 @@ class SlackAdapter:
             stream=stream,
             feedback_buttons=self._settings.slack_feedback_buttons,
             pacing=self._pacing,
+            stream_rollover=self._settings.slack_stream_rollover_seconds,
+            existing=existing,
         )
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,16 +34,34 @@ from bridge.core.ports import Budget, Operation, SinkLimits
 
 log = logging.getLogger(__name__)
 
-# Per message part, in characters of the answer (before escaping).
-# Streams: markdown_text takes at most 12,000 characters per call, and an expired stream is
-# rewritten with chat.update as one markdown block, which shares 12,000 characters across
-# the message; 8,000 leaves room for escaping (docs.slack.dev/reference/methods/chat.appendStream).
-STREAM_MAX_CHARS = 8_000
+# Per message part, in characters of the answer (before escaping); the renderer splits
+# longer answers into continuation messages at paragraph or line boundaries.
+# Streams: Slack documents no cap on a streamed message's total size, but long streamed
+# answers fail at chat.stopStream with msg_too_long (github.com/lightdash/lightdash/issues/24512,
+# fixed in PR #24534 by splitting answers into several thread messages), and 8,000 did here.
+# A stream that expires is rewritten with chat.update, which refuses a message past about
+# 4,000 characters (github.com/getnao/nao/issues/1323; seratch/ChatGPT-in-Slack#102, whose
+# maintainer: "the platform now has a smaller limit"). So a streamed message stays where
+# production bots keep theirs: 3,500 (ChatGPT-in-Slack and enechange/collmbo roll over to a
+# new message at 3,500 bytes; Dust keeps 3,000, dust-tt/dust#5701).
+STREAM_MAX_CHARS = 3_500
 # Post + update: `text` fails with msg_too_long from about 4,000 characters in practice,
 # and production bots keep to 3,000-3,500 (github.com/seratch/ChatGPT-in-Slack/issues/102);
 # the markdown block would allow more, but this path is the fallback and regenerate path, so
 # it stays on the proven side.
 POST_MAX_CHARS = 3_900
+# What one Slack message may hold as sent (escaped), on every path: under the ~4,000 wall
+# above. A message refused as msg_too_long all the same halves this for the rest of the
+# reply, down to MIN_MESSAGE_CHARS.
+MESSAGE_MAX_CHARS = 3_900
+MIN_MESSAGE_CHARS = 500
+# Slack ends a stream about five minutes after chat.startStream, appends or not
+# (github.com/slackapi/node-slack-sdk/issues/2702; measured 5.18-5.30 min). The bridge stops
+# its streams sooner and continues in a new message; see Settings.slack_stream_rollover_seconds.
+DEFAULT_STREAM_ROLLOVER = 240.0
+# A chat.stopStream that failed this many times (not throttled) is given up: the message is
+# finished with chat.update, or the rest of the answer goes into a new message.
+MAX_STOP_FAILURES = 2
 # markdown_text per call, and all markdown blocks of one message:
 # https://docs.slack.dev/reference/block-kit/blocks/markdown-block
 MARKDOWN_LIMIT = 12_000
@@ -217,15 +236,50 @@ def settled(text: str) -> str:
     return text
 
 
+_TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
+_CONFLICT = "streaming_state_conflict"
+
+
+@dataclass(slots=True)
+class _Message:
+    """One Slack message of the reply."""
+
+    ts: str
+    shown: str | None  # what Slack shows (unescaped, with any progress mark); None: not known
+    streaming: bool
+    started: float = 0.0
+    buttons: bool = False
+    stop_failures: int = 0
+
+
 @dataclass(slots=True)
 class _Part:
-    ts: str
-    shown: str | None  # what Slack shows (unescaped); None when not known
-    streaming: bool
+    """One part of the reply as the renderer sees it, named by its first message's ts.
+
+    Usually one Slack message; more when a stream was rolled over (its age, its size) or a
+    message was refused as too long: the earlier messages are then settled and the part's
+    text continues in the last one. ``open`` is False when the next text starts a new
+    message.
+    """
+
+    messages: list[_Message]
+    open: bool = True
+
+    @property
+    def last(self) -> _Message:
+        return self.messages[-1]
+
+    def settled_text(self) -> str:
+        done = self.messages if not self.open else self.messages[:-1]
+        return "".join(m.shown or "" for m in done)
 
 
 class _StreamEnded(Exception):
     """The stream is no longer open (expired after about five minutes)."""
+
+
+class _Continues(PlatformError):
+    """This part continues in a new message; the renderer calls again (paced) to write it."""
 
 
 class SlackSink:
@@ -240,6 +294,9 @@ class SlackSink:
         stream: bool,
         feedback_buttons: bool,
         pacing: SlackPacing,
+        stream_rollover: float = DEFAULT_STREAM_ROLLOVER,
+        now: Callable[[], float] = time.monotonic,
+        existing: Sequence[str] = (),
     ) -> None:
         self._api = api
         self._retrying = retrying_api
@@ -250,8 +307,17 @@ class SlackSink:
         self._stream_ok = self._stream_reply
         self._buttons = feedback_buttons
         self._pacing = pacing
+        # The stop of a rolled-over stream waits for a chat.stopStream slot like any other:
+        # it is due one slot interval before the rollover age, so that wait (and the append
+        # slot before it) ends inside the age, which itself leaves Slack's ~300 s minus the
+        # age for a crowded stop budget (240 s: 60 s, 18 Tier 2 slots).
+        self._rollover = max(0.0, stream_rollover - pacing.stop_stream)
+        self._now = now
+        self._cap = MESSAGE_MAX_CHARS
         self._parts: dict[str, _Part] = {}
-        self._order: list[str] = []
+        self._messages: list[_Message] = []
+        for ts in existing:
+            self._adopt(ts)
         self._status_attempted = False
         self._halted = False
 
@@ -270,19 +336,23 @@ class SlackSink:
 
     @property
     def part_ids(self) -> tuple[str, ...]:
-        """The messages this sink has posted, in order."""
-        return tuple(self._order)
+        """Every message of this reply (those it was opened with, then those it posted), in
+        order: more than the renderer's parts when a part continued in new messages."""
+        return tuple(m.ts for m in self._messages)
 
     def budget(self, op: Operation, *, final: bool = False) -> Budget:
         ws, pacing = self._target.workspace, self._pacing
+        start = Budget(f"slack:{ws}:chat.startStream", pacing.start_stream)
+        post = Budget(f"slack:{ws}:{self._target.channel}:chat.postMessage",
+                      pacing.post_per_channel)
         if op == "post":
-            if self._stream_ok and not final:
-                return Budget(f"slack:{ws}:chat.startStream", pacing.start_stream)
-            return Budget(f"slack:{ws}:{self._target.channel}:chat.postMessage",
-                          pacing.post_per_channel)
-        latest = self._parts.get(self._order[-1]) if self._order else None
+            return start if self._stream_ok and not final else post
+        part = next(reversed(self._parts.values()), None)
+        if part is not None and not part.open:
+            return start if self._stream_ok and not final else post
+        latest = part.last if part is not None else None
         if latest is not None and latest.streaming:
-            if final:
+            if final or self._due(latest):
                 return Budget(f"slack:{ws}:chat.stopStream", pacing.stop_stream)
             return Budget(f"slack:{ws}:chat.appendStream", pacing.append_stream)
         return Budget(f"slack:{ws}:chat.update", pacing.update)
@@ -299,31 +369,31 @@ class SlackSink:
             log.info("could not show the thinking status: %s", exc)
 
     async def post(self, text: str, *, final: bool) -> str:
-        if self._halted and self._order:
-            return self._order[-1]
+        if self._halted and self._messages:
+            return self._messages[-1].ts
+        body, marked = _unmark(text, final)
+        part = _Part(messages=[])
         if self._stream_ok and not final:
             try:
-                return await self._start_stream(text)
+                await self._start_stream(part, body)
             except SlackApiFailure as exc:
                 if exc.code in _NO_FALLBACK_CODES:
                     raise
                 log.warning("chat.startStream failed (%s); this reply continues with "
                             "chat.postMessage", exc.code)
                 self._stream_ok = False
-        return await self._post_message(text)
+        if not part.messages:
+            await self._post_all(part, body, final=final, marked=marked)
+        ts = part.messages[0].ts
+        self._parts[ts] = part
+        return ts
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
         if self._halted:
             return
-        part = self._parts.get(message_id)
-        if part is None:
-            part = _Part(ts=message_id, shown=None, streaming=False)
-            self._parts[message_id] = part
+        part = self._parts.get(message_id) or self._adopt(message_id)
         try:
-            if part.streaming:
-                await self._edit_stream(part, text, final=final)
-            elif part.shown != text:
-                await self._update(part, text)
+            await self._write(part, text, final=final)
         except SlackApiFailure as exc:
             if exc.code in GONE_CODES:
                 raise PlatformMessageGone(str(exc)) from exc
@@ -331,32 +401,125 @@ class SlackSink:
 
     async def delete(self, message_id: str) -> None:
         part = self._parts.pop(message_id, None)
-        if message_id in self._order:
-            self._order.remove(message_id)
-        if part is not None and part.streaming:
-            await self._stop_quietly(part)
+        messages = part.messages if part is not None else [
+            m for m in self._messages if m.ts == message_id]
+        for message in messages:
+            if message in self._messages:
+                self._messages.remove(message)
+            if message.streaming:
+                await self._stop_quietly(message)
+            try:
+                await self._api.call("chat.delete", channel=self._target.channel, ts=message.ts)
+            except SlackApiFailure as exc:
+                if exc.code not in GONE_CODES:
+                    raise
+
+    async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
         try:
-            await self._api.call("chat.delete", channel=self._target.channel, ts=message_id)
+            keep = answered and self._buttons and not self._halted
+            last = self._last_message(part_ids)
+            for message in list(self._messages):
+                if message.streaming:
+                    with_buttons = keep and message is last
+                    await self._stop_quietly(message, buttons=with_buttons)
+            if self._status_attempted:
+                await self._clear_status()
+            for message in list(self._messages):
+                if message.buttons and not (keep and message is last):
+                    await self._set_buttons(message, False)
+            if keep and last is not None and not last.buttons:
+                await self._set_buttons(last, True)
+        except Exception:
+            log.exception("finishing a Slack reply failed")
+
+    # ------------------------------------------------------------------ one part
+
+    def _adopt(self, ts: str) -> _Part:
+        """A message of this reply the sink did not post (regenerate in place)."""
+        message = _Message(ts=ts, shown=None, streaming=False)
+        self._messages.append(message)
+        part = _Part(messages=[message])
+        self._parts[ts] = part
+        return part
+
+    def _due(self, message: _Message) -> bool:
+        return self._now() - message.started >= self._rollover
+
+    def _last_message(self, part_ids: Sequence[str]) -> _Message | None:
+        part = self._parts.get(part_ids[-1]) if part_ids else None
+        return part.last if part is not None and part.messages else None
+
+    async def _write(self, part: _Part, text: str, *, final: bool) -> None:
+        body, marked = _unmark(text, final)
+        done = part.settled_text()
+        if not body.startswith(done):
+            await self._rewrite(part, body, final=final, marked=marked)
+            return
+        rest = body[len(done):]
+        if not part.open:
+            if rest.strip():
+                await self._continue(part, rest, final=final, marked=marked)
+            return
+        message = part.last
+        if message.streaming:
+            await self._write_stream(part, message, rest, final=final)
+        else:
+            await self._write_update(part, message, rest, final=final, marked=marked)
+
+    async def _continue(self, part: _Part, rest: str, *, final: bool, marked: bool) -> None:
+        """The part goes on in a new message in the thread."""
+        if self._stream_ok and not final:
+            try:
+                await self._start_stream(part, rest)
+                return
+            except SlackApiFailure as exc:
+                if exc.code in _TOO_LONG:
+                    self._shrink()
+                    raise _Continues("a continuation was too long; trying a shorter one") from exc
+                if exc.code in _NO_FALLBACK_CODES:
+                    raise
+                log.warning("chat.startStream failed (%s); this reply continues with "
+                            "chat.postMessage", exc.code)
+                self._stream_ok = False
+        await self._post_all(part, rest, final=final, marked=marked)
+
+    async def _rewrite(self, part: _Part, body: str, *, final: bool, marked: bool) -> None:
+        """The part's text no longer extends what its settled messages show (a notice
+        replaced the answer): lay it out again over the same messages."""
+        for message in part.messages:
+            if message.streaming:
+                await self._stop_quietly(message)
+        pieces = split_for_escaped_limit(body, self._cap) or [""]
+        messages = list(part.messages)
+        for index, message in enumerate(messages):
+            if index >= len(pieces):
+                await self._delete_message(message)
+                continue
+            last = index == len(pieces) - 1
+            shown = pieces[index] + (PROGRESS_MARK if last and marked else "")
+            if message.shown != shown and shown.strip():
+                await self._update(message, shown, buttons=False)
+        part.open = True
+        if len(pieces) > len(messages):
+            part.open = False
+            await self._post_all(part, "".join(pieces[len(messages):]), final=final,
+                                 marked=marked)
+        if len(pieces) < len(messages):
+            part.messages = messages[:len(pieces)]
+
+    async def _delete_message(self, message: _Message) -> None:
+        if message in self._messages:
+            self._messages.remove(message)
+        try:
+            await self._api.call("chat.delete", channel=self._target.channel, ts=message.ts)
         except SlackApiFailure as exc:
             if exc.code not in GONE_CODES:
                 raise
 
-    async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
-        try:
-            for part in list(self._parts.values()):
-                if part.streaming:
-                    await self._stop_quietly(part)
-            if self._status_attempted:
-                await self._clear_status()
-            if answered and self._buttons and part_ids and not self._halted:
-                await self._add_buttons(part_ids[-1])
-        except Exception:
-            log.exception("finishing a Slack reply failed")
-
     # ------------------------------------------------------------------ streams
 
-    async def _start_stream(self, text: str) -> str:
-        pieces = split_for_escaped_limit(settled(text), MARKDOWN_LIMIT) or [""]
+    async def _start_stream(self, part: _Part, text: str) -> None:
+        pieces = split_for_escaped_limit(settled(text), self._cap) or [""]
         data = await self._api.call(
             "chat.startStream",
             channel=self._target.channel,
@@ -370,81 +533,176 @@ class SlackSink:
         ts = data.get("ts")
         if not isinstance(ts, str) or not ts:
             raise PlatformError("Slack chat.startStream answered without a ts")
-        part = self._remember(ts, pieces[0], streaming=True)
-        try:
-            for piece in pieces[1:]:
-                await self._append(part, piece)
-        except (PlatformError, _StreamEnded) as exc:
-            # The message exists: the next edit sends what is still missing.
-            log.info("the rest of a long first text waits for the next edit: %s", exc)
-        return ts
+        self._add(part, _Message(ts=ts, shown=pieces[0], streaming=True, started=self._now()))
+        if len(pieces) > 1:
+            # Longer than one message: the next call stops this stream and goes on.
+            log.info("a first text longer than one Slack message continues in the next")
 
-    async def _edit_stream(self, part: _Part, text: str, *, final: bool) -> None:
-        target = text if final else settled(text)
-        shown = part.shown or ""
+    async def _write_stream(self, part: _Part, message: _Message, rest: str, *,
+                            final: bool) -> None:
+        target = rest if final else settled(rest)
+        shown = message.shown or ""
         try:
-            if target.startswith(shown):
-                delta = target[len(shown):]
-                if final:
-                    await self._stop(part, delta)
-                elif delta:
-                    await self._append(part, delta)
+            if not target.startswith(shown):
+                if not final and shown.startswith(target):
+                    return  # only held-back text changed
+                # The text no longer extends what the stream shows (the renderer moved a
+                # part boundary): end the stream and rewrite the message.
+                await self._stop(message, "")
+                if self._halted:
+                    return
+                await self._write_update(part, message, rest, final=final, marked=False)
                 return
-            if not final and shown.startswith(target):
-                return  # only held-back text changed
-            # The text no longer extends what the stream shows (the renderer moved a part
-            # boundary): end the stream and rewrite the message.
-            await self._stop(part, "")
-            if self._halted:
+            delta = target[len(shown):]
+            room = self._cap - escaped_length(shown)
+            fits = split_for_escaped_limit(delta, max(5, room)) if delta else []
+            if fits and (room < 5 or len(fits) > 1):
+                # Growing past a safe size: stop with what fits, continue in a new message.
+                head = fits[0] if room >= 5 else ""
+                await self._stop(message, head)
+                part.open = False
+                if not self._halted:
+                    raise _Continues("a Slack message is full; the answer continues")
                 return
+            if final:
+                await self._stop(message, delta, buttons=self._buttons)
+            elif self._due(message):
+                # Before Slack ends it (about five minutes): stop with the text so far; the
+                # next text starts a new message in the thread.
+                await self._stop(message, delta)
+                part.open = False
+            elif delta:
+                await self._append(message, delta)
         except _StreamEnded:
-            # Streams end about five minutes after they start; the message then
-            # accepts chat.update, so it is rewritten whole and edited from here on.
-            # Source: https://github.com/slackapi/python-slack-sdk/issues/1859
-            log.info("a Slack stream ended before its answer; continuing with chat.update")
-        part.streaming = False
-        await self._update(part, text)
+            await self._after_stream_ended(part, message, rest, final=final)
+        except (_Continues, PlatformRateLimited):
+            raise
+        except PlatformError as exc:
+            if isinstance(exc, SlackApiFailure) and exc.code in _TOO_LONG:
+                self._shrink()
+                await self._stop_quietly(message)
+                part.open = False
+                raise _Continues("Slack refused a message as too long; it continues") from exc
+            if final and message.streaming:
+                message.stop_failures += 1
+                if message.stop_failures >= MAX_STOP_FAILURES:
+                    # A stream that will not stop: finish the text another way.
+                    log.warning("chat.stopStream keeps failing; finishing the message with "
+                                "chat.update")
+                    message.streaming = False
+            raise
 
-    async def _append(self, part: _Part, delta: str) -> None:
-        for piece in split_for_escaped_limit(delta, MARKDOWN_LIMIT):
-            await self._stream_call("chat.appendStream", part, markdown_text=escape(piece))
-            part.shown = (part.shown or "") + piece
+    async def _after_stream_ended(self, part: _Part, message: _Message, rest: str, *,
+                                  final: bool) -> None:
+        # Streams end about five minutes after they start; the message keeps what it was
+        # sent and accepts chat.update, so it is rewritten whole and edited from here on.
+        # Source: https://github.com/slackapi/python-slack-sdk/issues/1859
+        log.info("a Slack stream ended before its answer; continuing with chat.update")
+        message.streaming = False
+        await self._write_update(part, message, rest, final=final, marked=False)
 
-    async def _stop(self, part: _Part, delta: str) -> None:
-        pieces = split_for_escaped_limit(delta, MARKDOWN_LIMIT)
-        for piece in pieces[:-1]:
-            await self._stream_call("chat.appendStream", part, markdown_text=escape(piece))
-            part.shown = (part.shown or "") + piece
-        last = pieces[-1] if pieces else ""
-        await self._stream_call("chat.stopStream", part, markdown_text=escape(last) or None)
-        part.shown = (part.shown or "") + last
-        part.streaming = False
+    async def _append(self, message: _Message, delta: str) -> None:
+        await self._stream_call("chat.appendStream", message, markdown_text=escape(delta))
+        message.shown = (message.shown or "") + delta
 
-    async def _stream_call(self, method: str, part: _Part, **args: Any) -> None:
+    async def _stop(self, message: _Message, delta: str, *, buttons: bool = False) -> None:
+        await self._stream_call(
+            "chat.stopStream", message, markdown_text=escape(delta) or None,
+            # Feedback buttons ride on the stop (rendered under the answer):
+            # https://docs.slack.dev/reference/methods/chat.stopStream
+            blocks=[feedback_block()] if buttons else None,
+        )
+        message.shown = (message.shown or "") + delta
+        message.streaming = False
+        message.buttons = buttons
+
+    async def _stream_call(self, method: str, message: _Message, **args: Any) -> None:
         try:
-            await self._api.call(method, channel=self._target.channel, ts=part.ts, **args)
+            await self._api.call(method, channel=self._target.channel, ts=message.ts, **args)
         except SlackApiFailure as exc:
             if exc.code == _STREAM_ENDED:
-                part.streaming = False
+                message.streaming = False
                 raise _StreamEnded(str(exc)) from exc
             if exc.code == _STOPPED_BY_USER:
                 # The reader pressed stop: this reply writes nothing more.
-                part.streaming = False
+                message.streaming = False
                 self._halted = True
                 log.info("the reader stopped this answer")
                 return
             raise
 
-    async def _stop_quietly(self, part: _Part) -> None:
+    async def _stop_quietly(self, message: _Message, *, buttons: bool = False) -> None:
         try:
-            await self._stop(part, "")
+            await self._stop(message, "", buttons=buttons)
         except (PlatformError, _StreamEnded) as exc:
             log.info("could not stop a Slack stream: %s", exc)
-        part.streaming = False
+        message.streaming = False
 
     # ------------------------------------------------------------------ post + update
 
-    async def _post_message(self, text: str) -> str:
+    async def _write_update(self, part: _Part, message: _Message, rest: str, *, final: bool,
+                            marked: bool) -> None:
+        pieces = split_for_escaped_limit(rest, self._cap)
+        if len(pieces) > 1:
+            # Too long for one message: this one takes what fits, the rest follows.
+            if message.shown != pieces[0]:
+                await self._update_or_settle(part, message, pieces[0], rest)
+            part.open = False
+            raise _Continues("a Slack message is full; the answer continues")
+        want = rest + (PROGRESS_MARK if marked else "")
+        if message.shown != want:
+            await self._update_or_settle(part, message, want, rest)
+
+    async def _update_or_settle(self, part: _Part, message: _Message, want: str,
+                                rest: str) -> None:
+        """chat.update; when Slack refuses it (too long, or the message is still a live
+        stream), the message keeps what it shows and the part continues in a new one."""
+        try:
+            await self._update(message, want, buttons=False)
+        except SlackApiFailure as exc:
+            if exc.code == _CONFLICT:
+                # Still a live stream (undocumented: chat.update on a streaming message).
+                await self._stop_quietly(message)
+            elif exc.code in _TOO_LONG:
+                self._shrink()
+            else:
+                raise
+            await self._settle(part, message, rest)
+            raise _Continues(f"Slack refused chat.update ({exc.code}); the answer "
+                             "continues in a new message") from exc
+
+    async def _settle(self, part: _Part, message: _Message, rest: str) -> None:
+        """Freeze ``message`` at what it shows, never with the progress mark, never empty."""
+        shown = message.shown or ""
+        bare = shown[: -len(PROGRESS_MARK)] if shown.endswith(PROGRESS_MARK) else shown
+        if not bare.strip() or not rest.startswith(bare):
+            # What it shows is not the start of the answer: write a piece that fits.
+            bare = split_for_escaped_limit(rest, self._cap)[0] if rest else ""
+        if bare != shown and bare.strip():
+            await self._update(message, bare, buttons=False)
+        part.open = False
+
+    async def _post_all(self, part: _Part, text: str, *, final: bool, marked: bool) -> None:
+        """Post ``text`` as new messages of ``part`` (one unless it is too long for one)."""
+        remaining = text
+        while True:
+            pieces = split_for_escaped_limit(remaining, self._cap) or [""]
+            last = len(pieces) == 1
+            shown = pieces[0] + (PROGRESS_MARK if last and marked else "")
+            try:
+                # Buttons on posted answers come in finish(): a final post may be a notice.
+                await self._post_message(part, shown)
+            except SlackApiFailure as exc:
+                if exc.code not in _TOO_LONG or self._cap <= MIN_MESSAGE_CHARS:
+                    raise
+                self._shrink()
+                continue
+            if last:
+                return
+            part.last.shown = pieces[0]
+            remaining = remaining[len(pieces[0]):]
+
+    async def _post_message(self, part: _Part, text: str) -> None:
         data = await self._api.call(
             "chat.postMessage",
             channel=self._target.channel,
@@ -457,24 +715,27 @@ class SlackSink:
         ts = data.get("ts")
         if not isinstance(ts, str) or not ts:
             raise PlatformError("Slack chat.postMessage answered without a ts")
-        self._remember(ts, text, streaming=False)
-        return ts
+        self._add(part, _Message(ts=ts, shown=text, streaming=False))
 
-    async def _update(self, part: _Part, text: str) -> None:
+    async def _update(self, message: _Message, text: str, *, buttons: bool) -> None:
         await self._api.call(
             "chat.update",
             channel=self._target.channel,
-            ts=part.ts,
+            ts=message.ts,
             text=fallback_text(text),
-            blocks=markdown_blocks(text),
+            blocks=markdown_blocks(text, feedback=buttons),
         )
-        part.shown = text
+        message.shown = text
+        message.buttons = buttons
 
-    def _remember(self, ts: str, shown: str, *, streaming: bool) -> _Part:
-        part = _Part(ts=ts, shown=shown, streaming=streaming)
-        self._parts[ts] = part
-        self._order.append(ts)
-        return part
+    def _add(self, part: _Part, message: _Message) -> None:
+        if part.messages:
+            part.open = True
+        part.messages.append(message)
+        self._messages.append(message)
+
+    def _shrink(self) -> None:
+        self._cap = max(MIN_MESSAGE_CHARS, self._cap // 2)
 
     # ------------------------------------------------------------------ finishing
 
@@ -485,19 +746,27 @@ class SlackSink:
         except PlatformError as exc:
             log.info("could not clear the thinking status: %s", exc)
 
-    async def _add_buttons(self, last_id: str) -> None:
-        part = self._parts.get(last_id)
-        if part is None or part.shown is None:
+    async def _set_buttons(self, message: _Message, on: bool) -> None:
+        """The fallback (post + update replies, a stream already stopped, a later part):
+        one chat.update. The core does not pace finish(); this call goes through the
+        client that honours Retry-After itself."""
+        if message.shown is None or not message.shown.strip():
             return
-        # The core does not pace finish(); this one call goes through the client that
-        # honours Retry-After itself.
         try:
             await self._retrying.call(
                 "chat.update",
                 channel=self._target.channel,
-                ts=part.ts,
-                text=fallback_text(part.shown),
-                blocks=markdown_blocks(part.shown, feedback=True),
+                ts=message.ts,
+                text=fallback_text(message.shown),
+                blocks=markdown_blocks(message.shown, feedback=on),
             )
+            message.buttons = on
         except PlatformError as exc:
-            log.warning("could not add feedback buttons: %s", exc)
+            log.warning("could not %s feedback buttons: %s", "add" if on else "remove", exc)
+
+
+def _unmark(text: str, final: bool) -> tuple[str, bool]:
+    """The text without the renderer's progress mark, and whether it carried one."""
+    if not final and text.endswith(PROGRESS_MARK):
+        return text[: -len(PROGRESS_MARK)], True
+    return text, False

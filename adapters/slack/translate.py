@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from adapters.slack.markup import mentions_user, to_plain
@@ -111,15 +111,22 @@ def _first_authorization(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _workspace(
     body: Mapping[str, Any], event: Mapping[str, Any] | None
 ) -> tuple[str, str | None] | None:
-    """(workspace, enterprise) of an Events API envelope.
+    """(workspace, enterprise) of the installation that received an Events API envelope.
 
-    The envelope's ``team_id`` is the installation's workspace; ``event.team`` can be another
-    organisation's in a Slack Connect channel, so it is only a last resort. An org-wide
-    Enterprise Grid install may have no team at all: the enterprise then stands in for it.
+    In a shared channel (Slack Connect) the envelope's ``team_id``/``enterprise_id`` and
+    ``event.team`` belong to the organisation of whoever is speaking; the installation is in
+    ``authorizations`` (and ``context_team_id``/``context_enterprise_id``), which is what
+    Bolt keys on too (slack_bolt ``request/internals.py``), so conversation keys, userIds and
+    allowlists do not change with the speaker. An org-wide Enterprise Grid install has no
+    team in its authorization (``is_enterprise_install``): the enterprise is the workspace.
     """
     auth = _first_authorization(body)
-    enterprise = _id(body, "enterprise_id") or _id(auth, "enterprise_id")
-    team = _id(body, "team_id") or _id(auth, "team_id") or _id(event, "team") or enterprise
+    enterprise = (_id(auth, "enterprise_id") or _id(body, "context_enterprise_id")
+                  or _id(body, "enterprise_id"))
+    if auth is not None and auth.get("is_enterprise_install") is True and enterprise:
+        return enterprise, enterprise
+    team = (_id(auth, "team_id") or _id(body, "context_team_id") or _id(body, "team_id")
+            or _id(event, "team") or enterprise)
     if team is None:
         return None
     return team, enterprise
@@ -164,16 +171,31 @@ def mention(
     event = _event(body, "app_mention")
     if event is None or not isinstance(body, Mapping):
         return None
-    if event.get("subtype") is not None or event.get("edited") is not None:
+    subtype = event.get("subtype")
+    if (subtype is not None and subtype not in _USER_SUBTYPES) or event.get("edited") is not None:
         return None
     posted = _posted(body, event, bot)
     if posted is None or _is_dm_channel(posted.channel, _str(event, "channel_type")):
         return None
+    return _channel_mention(body, posted, bot, scope)
+
+
+def _channel_mention(
+    body: Mapping[str, Any], posted: _Posted, bot: BotIdentity, scope: Scope
+) -> InboundMessage | None:
+    """A channel message that mentions the bot, from ``app_mention`` or ``message.*``.
+
+    Slack may deliver one mention as both (github.com/agno-agi/agno/issues/10183), or only
+    as ``message`` when a file is shared with it (slackapi/bolt-python#925); either event id
+    would answer it twice or not at all, so both are claimed under the message itself and
+    whichever arrives first answers it, once.
+    """
     if not scope.allows(workspace=posted.workspace, enterprise=posted.enterprise,
                         channel=posted.channel, is_dm=False):
         return None
-    return _inbound(body, posted, is_dm=False, bot=bot,
-                    reply_thread=None if posted.thread else posted.ts)
+    inbound = _inbound(body, posted, is_dm=False, bot=bot,
+                       reply_thread=None if posted.thread else posted.ts)
+    return replace(inbound, event_id=f"mention:{posted.channel}:{posted.ts}")
 
 
 def message(
@@ -183,8 +205,8 @@ def message(
     channel (``place.is_dm`` False), to be answered only when the core knows a conversation
     of its author there (``Relay.has_conversation``).
 
-    A channel message that mentions the bot is dropped: the same mention also arrives as
-    ``app_mention``, which answers it.
+    A channel message that mentions the bot is answered as a mention (``is_mention``), under
+    the same claim as its ``app_mention``, so it is answered once whichever arrives.
     """
     event = _event(body, "message")
     if event is None or not isinstance(body, Mapping):
@@ -198,7 +220,9 @@ def message(
     if posted is None:
         return None
     is_dm = _is_dm_channel(posted.channel, _str(event, "channel_type"))
-    if not is_dm and (not posted.thread or mentions_user(posted.text, bot.user_id)):
+    if not is_dm and mentions_user(posted.text, bot.user_id):
+        return _channel_mention(body, posted, bot, scope)
+    if not is_dm and not posted.thread:
         return None
     if not scope.allows(workspace=posted.workspace, enterprise=posted.enterprise,
                         channel=posted.channel, is_dm=is_dm):
@@ -255,6 +279,12 @@ def _inbound(
         event_id=_event_id(body, posted.channel, posted.ts),
         reply_thread=reply_thread,
     )
+
+
+def is_mention(message: InboundMessage) -> bool:
+    """Whether a translated channel message is a mention of the bot (answered at once)
+    rather than a thread follow-up (answered inside a conversation only)."""
+    return message.event_id.startswith("mention:")
 
 
 # --------------------------------------------------------------------------- feedback

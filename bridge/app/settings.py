@@ -195,6 +195,11 @@ class Settings(BaseSettings):
         True, validation_alias=_env("BRIDGE_SLACK_NATIVE_STREAMING"),
         description="Stream threaded answers with chat.startStream (else post + update).",
     )
+    slack_stream_rollover_seconds: float = Field(
+        240.0, gt=0, le=280, validation_alias=_env("BRIDGE_SLACK_STREAM_ROLLOVER_SECONDS"),
+        description="Age at which a streamed Slack answer continues in a new message "
+        "(Slack ends streams about 5 minutes after they start).",
+    )
     slack_reset_command: str = Field(
         "/chatbase-reset", pattern=r"^/[a-z0-9_-]{1,31}$",
         validation_alias=_env("BRIDGE_SLACK_RESET_COMMAND"),

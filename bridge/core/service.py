@@ -257,7 +257,8 @@ class RelayService:
                         max(0.0, renderer.first_text_at - started)
                     )
                 if result.conversation_id:
-                    record = self._reply_record(message, result, part_ids)
+                    record = self._reply_record(message, result,
+                                                _reply_ids(part_ids, sink))
                     turn.remember(result.conversation_id, result.message_id, record)
         finally:
             gauge.dec()
@@ -553,7 +554,7 @@ class RelayService:
                 conversation_id,
                 new_id,
                 replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
-                        part_ids=part_ids),
+                        part_ids=_reply_ids(part_ids, sink)),
             )
 
     async def _regenerate_failed(
@@ -589,3 +590,12 @@ class RelayService:
         for task in still:
             task.cancel()
         await asyncio.wait(still, timeout=CUT_OFF_WRITE_SECONDS + 5)
+
+
+def _reply_ids(part_ids: tuple[str, ...], sink: ReplySink) -> tuple[str, ...]:
+    """Every message of a reply. A sink that continued a part in further messages (Slack
+    rolls streams over before they expire) lists them all, in order, as ``part_ids``."""
+    every = getattr(sink, "part_ids", None)
+    if isinstance(every, tuple) and set(part_ids) <= set(every):
+        return every
+    return part_ids

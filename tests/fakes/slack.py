@@ -176,6 +176,7 @@ class FakeSlack:
         bot_id: str = "BBOT",
         tiers: Tiers | None = None,
         stream_ttl: float = 300.0,
+        max_message_chars: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_token = bot_token
@@ -187,7 +188,13 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.tiers = tiers or Tiers()
+        # Slack ends a stream this many seconds after chat.startStream (about 300 in real
+        # Slack, appends or not); later appends and stops get message_not_in_streaming_state.
         self.stream_ttl = stream_ttl
+        # When set, any call that would leave a message holding more than this many stored
+        # (escaped) characters is refused with msg_too_long, as Slack refuses long messages
+        # at ~4,000 in practice (docs/slack.md, "Limits").
+        self.max_message_chars = max_message_chars
         self.clock = clock
         self.calls: list[SlackCall] = []
         self.messages: dict[str, SlackMessage] = {}
@@ -498,11 +505,16 @@ class FakeSlack:
             raise _Reject("no_text")
         return ("".join(markdown) if markdown else text), text, blocks
 
+    def _fits(self, raw: str) -> None:
+        if self.max_message_chars is not None and len(raw) > self.max_message_chars:
+            raise _Reject("msg_too_long")
+
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
         if not channel:
             raise _Reject("channel_not_found")
         raw, fallback, blocks = self._content(args)
+        self._fits(raw)
         ts = self._new_ts()
         thread = args.get("thread_ts") or None
         message = SlackMessage(ts=ts, channel=channel, thread_ts=thread, source="post", raw=raw,
@@ -524,6 +536,7 @@ class FakeSlack:
         if message.streaming:
             raise _Reject("streaming_state_conflict")
         raw, fallback, blocks = self._content(args)
+        self._fits(raw)
         message.raw, message.fallback, message.blocks = raw, fallback, blocks
         message.edits += 1
         message.history.append(raw)
@@ -568,6 +581,7 @@ class FakeSlack:
             if not args.get("recipient_user_id"):
                 raise _Reject("missing_recipient_user_id")
         text = self._stream_text(args)
+        self._fits(text)
         ts = self._new_ts()
         self.messages[ts] = SlackMessage(
             ts=ts, channel=channel, thread_ts=thread, source="stream", raw=text,
@@ -587,6 +601,7 @@ class FakeSlack:
         text = self._stream_text(args)
         if not text:
             raise _Reject("invalid_arguments")
+        self._fits(message.raw + text)
         message.raw += text
         message.appends += 1
         message.history.append(text)
@@ -598,6 +613,7 @@ class FakeSlack:
         blocks = args.get("blocks") or []
         if not isinstance(blocks, list) or len(blocks) > 50:
             raise _Reject("invalid_blocks")
+        self._fits(message.raw + text)
         message.raw += text
         message.blocks = blocks
         message.streaming = False

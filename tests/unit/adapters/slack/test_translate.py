@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +45,7 @@ def test_top_level_mention_opens_a_thread_under_itself() -> None:
         place=Place(platform=Platform.SLACK, workspace="T0TEAM", channel="C0CHAN",
                     thread=None, is_dm=False, enterprise=None),
         author="U0ASKER", text="what is the refund policy?", message_id=TS,
-        event_id="Ev1", reply_thread=TS,
+        event_id=f"mention:C0CHAN:{TS}", reply_thread=TS,
     )
     assert message.conversation_thread == TS
 
@@ -85,10 +88,14 @@ def test_channel_messages_only_as_thread_follow_ups_without_a_mention() -> None:
     assert follow_up is not None and not follow_up.place.is_dm
     assert follow_up.place.thread == PARENT and follow_up.reply_thread is None
     assert translate.message(channel_message(text="top level", ts=TS), BOT, ALL) is None
-    # The same mention also arrives as app_mention, which answers it.
-    assert translate.message(
-        channel_message(text="<@UBOT> again", ts=TS, thread_ts=PARENT), BOT, ALL
-    ) is None
+    # The same mention may also arrive as app_mention: both claim the message itself.
+    as_message = translate.message(
+        channel_message(text="<@UBOT> again", ts=TS, thread_ts=PARENT), BOT, ALL)
+    as_mention = translate.mention(
+        event_envelope(mention_event(text="<@UBOT> again", ts=TS, thread_ts=PARENT)), BOT, ALL)
+    assert as_message is not None and as_mention is not None
+    assert translate.is_mention(as_message) and translate.is_mention(as_mention)
+    assert as_message.event_id == as_mention.event_id
     private = event_envelope(message_event(text="x", ts=TS, thread_ts=PARENT,
                                            channel="G0PRIV", channel_type="group"))
     assert translate.message(private, BOT, ALL) is not None
@@ -319,3 +326,81 @@ def test_truncated_payloads_never_crash(index: int, choices: list[int]) -> None:
 def test_every_sample_is_understood_before_it_is_damaged() -> None:
     for body in SAMPLES:
         assert any(fn(body) is not None for fn in TRANSLATORS), body
+
+
+# ---------------------------------------------------------------- real payload variety (issue 13)
+
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "slack_events"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return loaded
+
+
+def test_shared_channel_keys_on_the_installation_not_the_speaker() -> None:
+    """Derived from slackapi/bolt-python tests/scenario_tests/test_events_shared_channels.py
+    (valid_event_body, in app_mention_shared_channels_test.json): the same app_mention with
+    the envelope's team/enterprise swapped for another organisation's, as Slack sends it when
+    someone from that organisation speaks in a Slack Connect channel (slack-go/slack#695)."""
+    body = fixture("app_mention_shared_channels_test.json")
+    bot = BotIdentity(user_id="W111")
+    home = translate.mention(body, bot, ALL)
+    foreign = copy.deepcopy(body)
+    foreign.update(team_id="T_SOURCE", enterprise_id="E_SOURCE")
+    foreign["event"]["team"] = "T_SOURCE"
+    guest = translate.mention(foreign, bot, ALL)
+    assert home is not None and guest is not None
+    assert home.place == guest.place
+    assert guest.place.workspace == "T_INSTALLED" and guest.place.enterprise == "E_INSTALLED"
+    only_installed = Scope(teams=frozenset({"T_INSTALLED"}))
+    assert translate.mention(foreign, bot, only_installed) is not None
+
+
+def test_shared_channel_reaction_keys_on_the_installation() -> None:
+    """Derived from reaction_added_shared_channel.json (bolt-python's shared-channel test,
+    envelope T_SOURCE/E_SOURCE, authorization T_INSTALLED/E_INSTALLED): there W111 reacts to
+    its own message; here the reacted-to message is the bot's (W111) and W222 reacts."""
+    body = fixture("reaction_added_shared_channel.json")
+    body["event"]["user"] = "W222"
+    reaction = translate.reaction(body, BotIdentity(user_id="W111"), ALL)
+    assert reaction is not None and reaction.workspace == "T_INSTALLED"
+
+
+def test_slack_connect_message_keys_on_the_authorization() -> None:
+    """message_slack_connect_thread_reply.json (gathertown/grapevine, captured live):
+    context_team_id differs from the authorization; the authorization wins, as in Bolt."""
+    message = translate.message(fixture("message_slack_connect_thread_reply.json"),
+                                BotIdentity(user_id="U09AERJ2868"), ALL)
+    assert message is not None and message.place.workspace == "T017NA5LEV9"
+
+
+def test_org_wide_install_keys_on_the_enterprise() -> None:
+    """message_org_wide_install_bare_mention.json (bolt-python test_events_org_apps.py):
+    authorizations[0] has team_id null and is_enterprise_install true."""
+    body = fixture("message_org_wide_install_bare_mention.json")
+    message = translate.message(body, BotIdentity(user_id="W222"), ALL)
+    assert message is not None
+    assert message.place.workspace == "E111" and message.place.enterprise == "E111"
+    assert message.text == ""  # a bare mention: the core answers with a friendly prompt
+    assert translate.is_mention(message) and message.reply_thread == message.message_id
+
+
+@pytest.mark.parametrize("subtype", ["thread_broadcast", "file_share"])
+def test_app_mention_with_a_subtype_is_answered_once(subtype: str) -> None:
+    """No published app_mention carries a subtype (SOURCES.md, case 2): derived from
+    app_mention_shared_channels_test.json with the subtype added, as nearai/ironclaw PR
+    #7941 describes for "Also send to channel" (thread_broadcast), and from
+    message_thread_broadcast.json (bolt-python) for the message.* twin."""
+    bot = BotIdentity(user_id="W111")
+    mention_body = fixture("app_mention_shared_channels_test.json")
+    mention_body["event"]["subtype"] = subtype
+    mention_body["event"]["thread_ts"] = "1599529000.000100"
+    twin = copy.deepcopy(mention_body)
+    twin["event"]["type"] = "message"
+    twin["event"]["channel_type"] = "channel"
+    twin["event_id"] = "Ev_twin"
+    as_mention = translate.mention(mention_body, bot, ALL)
+    as_message = translate.message(twin, bot, ALL)
+    assert as_mention is not None and as_message is not None
+    assert as_mention.event_id == as_message.event_id  # one claim: answered once
