@@ -179,7 +179,7 @@ _OPERATOR_HINTS: dict[str, str] = {
     "RESOURCE_MESSAGE_NOT_ASSISTANT": "feedback or regenerate named a message that is not an "
                                       "assistant message",
     "RATE_LIMIT_TOO_MANY_REQUESTS": "Chatbase rate-limits CHATBASE_API_KEY; lower "
-                                    "CHATBASE_RATE_LIMIT to pace requests below it",
+                                    "BRIDGE_CHATBASE_RATE_LIMIT to pace requests below it",
     "INTERNAL_SERVER_ERROR": "Chatbase failed internally; not resent (it may have been "
                              "recorded); quote the request id to Chatbase support",
     "CHAT_STREAMING_ERROR": "Chatbase's model provider failed during the answer; quote the "
