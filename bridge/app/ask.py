@@ -11,6 +11,7 @@ import aiohttp
 from bridge.app.compose import compose_chatbase
 from bridge.app.settings import Settings, env_name
 from bridge.chatbase.client import ChatbaseClient, check_user_id
+from bridge.core import notices
 from bridge.core.errors import (
     BridgeError,
     ChatbaseAPIError,
@@ -106,7 +107,17 @@ def _payload(turn: _Turn, result: ChatResult, user_id: str | None) -> dict[str, 
         "userId": result.user_id if result.user_id is not None else user_id,
         "credits": turn.credits,
         "finishReason": result.finish_reason,
+        "incomplete": _incomplete(result) is not None,
     }
+
+
+def _incomplete(result: ChatResult) -> str | None:
+    """Why the answer is incomplete, in plain text; None when it finished with ``stop`` (a
+    client action left waiting is reported where it happens)."""
+    if result.finish_reason == "tool-calls" and result.tool_calls:
+        return None
+    note = notices.incomplete(result.finish_reason)
+    return note.removeprefix("_(").removesuffix(")_") if note else None
 
 
 def _report(turn: _Turn, result: ChatResult, *, out: TextIO, err: TextIO) -> None:
@@ -117,6 +128,9 @@ def _report(turn: _Turn, result: ChatResult, *, out: TextIO, err: TextIO) -> Non
     err.write(f"conversationId: {result.conversation_id or 'unknown'}\n")
     err.write(f"messageId: {result.message_id or 'unknown'}\n")
     err.write(f"credits: {'unknown' if credits is None else f'{credits:g}'}\n")
+    incomplete = _incomplete(result)
+    if incomplete is not None:
+        err.write(f"note: {incomplete.rstrip('.')} (finish reason {result.finish_reason}).\n")
 
 
 class _Turn:

@@ -76,7 +76,13 @@ class ChatbaseClient:
             max_wait=max_wait, wall_clock=wall_clock
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._agent_id = agent_id
         self._agent_path = "/agents/" + quote(agent_id, safe="")
+
+    @property
+    def agent_id(self) -> str:
+        """The agent every call goes to (CHATBASE_AGENT_ID)."""
+        return self._agent_id
 
     @property
     def base_url(self) -> str:

@@ -1,18 +1,19 @@
 """The retry policy of Chatbase calls: which failures are retried, how often, and how long apart.
 
 The rules (https://www.chatbase.co/docs/api-reference/v2/error-handling and
-/authentication), all in ``RetryPolicy``:
+/authentication; Chatbase's own CLI does the same, ``Chatbase-co/chatbase-cli``
+``src/client/retry.ts``: 429 up to three times for any method, other 5xx only for GET, a POST
+never), all in ``RetryPolicy``:
 
 * 429 is retried for every call — a throttled request was never executed — after
   ``Retry-After`` seconds, else until ``X-RateLimit-Reset``, else an exponential backoff,
   as long as the total wait stays within ``max_wait``; then ``ChatbaseRateLimited``.
-* A refused connection and 503 ``SERVICE_UNDER_MAINTENANCE`` ("rejected before any data is
-  read or written") are retried for every call.
-* Other 5xx, timeouts before the answer's headers and connections dropped before them are
-  retried for idempotent calls (GETs, the feedback PATCH) and for *streamed* chat and retry:
-  a streamed answer sends its headers before generating, so an error instead of headers means
-  nothing was shown to anyone. A non-streamed chat or a tool result is not replayed then: it
-  may have been executed and charged.
+* A refused connection (nothing reached Chatbase) and 503 ``SERVICE_UNDER_MAINTENANCE``
+  ("rejected before any data is read or written", the spec's 503) are retried for every call.
+* Other 5xx, timeouts and connections dropped after the request was sent are retried only
+  for idempotent calls (GETs, the feedback PATCH). A chat or retry POST, streamed or not, and a
+  tool result are never sent again then: Chatbase may already have recorded the turn and
+  charged its credits (reference §9), so a resend would duplicate the turn.
 * Nothing is retried once a streamed body has started (the policy is only asked about
   failures before a 2xx answer's headers).
 
@@ -47,8 +48,8 @@ class RequestKind(enum.Enum):
     """What sending a request again may do, which decides what is retried."""
 
     IDEMPOTENT = "idempotent"  # GET, feedback PATCH: any transient failure is retried
-    STREAM = "stream"  # streamed POST: retried until the body starts
-    POST = "post"  # only retried when nothing was executed
+    STREAM = "stream"  # streamed chat / retry POST: only when nothing was executed
+    POST = "post"  # other POSTs: only retried when nothing was executed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +79,8 @@ class RetryPolicy:
         if failure.status == 503 or failure.code == MAINTENANCE:
             return True  # rejected before any data was read or written
         if failure.status is None or failure.status >= 500:
-            return kind is not RequestKind.POST
+            # The request was sent: a POST may have been executed and charged.
+            return kind is RequestKind.IDEMPOTENT
         return False
 
     def backoff(self, attempt: int) -> float:
@@ -135,6 +137,14 @@ class Retries:
             return self._after_rate_limited(failure)
         policy, error = self._policy, failure.error
         if not policy.transient(failure, self._kind) or self._retried >= policy.transient_retries:
+            if policy.transient(failure, RequestKind.IDEMPOTENT) and not policy.transient(
+                failure, self._kind
+            ):
+                log.warning(
+                    "Chatbase %s not sent again: the request reached Chatbase, which may "
+                    "have recorded and charged it [request id %s]",
+                    self._endpoint, error.request_id,
+                )
             _log_failure(self._endpoint, error)
             if error is failure.cause:
                 raise error

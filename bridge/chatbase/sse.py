@@ -31,6 +31,9 @@ from bridge.core.models import (
     ToolInput,
 )
 
+# The finish reason the bridge gives an answer ended by an ``abort`` chunk.
+ABORT: Final = "abort"
+
 Done = Literal["[DONE]"]
 DONE: Final[Done] = "[DONE]"
 SseItem = dict[str, Any] | Done
@@ -132,7 +135,8 @@ class SseDecoder:
         if first == 0x3A:  # ":" comment, e.g. ": keep-alive"
             return
         line = raw.decode("utf-8", errors="replace")
-        if first == 0x7B:  # "{": a bare JSON line (newline-delimited JSON framing)
+        if first == 0x7B or raw.strip() == b"[DONE]":
+            # A bare JSON line (newline-delimited JSON framing) or a bare end marker.
             self._dispatch(out)
             self._data.append(line)
             self._dispatch(out)
@@ -149,10 +153,13 @@ class SseDecoder:
             return
         data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
         self._data = []
-        if data == DONE:
+        stripped = data.strip()
+        # ``data: [DONE] `` (trailing whitespace, or a CR left by odd line endings) is the end
+        # marker all the same.
+        if stripped == DONE:
             out.append(DONE)
             return
-        if not data.strip():
+        if not stripped:
             return
         try:
             value = json.loads(data)
@@ -231,8 +238,8 @@ class StreamAssembler:
     """
 
     __slots__ = (
-        "_deltas", "_ended", "_finish_reason", "_finished", "_meta", "_request_id",
-        "_start_message_id", "_tool_calls",
+        "_aborted", "_deltas", "_ended", "_finish_reason", "_finished", "_meta",
+        "_request_id", "_start_message_id", "_tool_calls",
     )
 
     def __init__(self, *, request_id: str | None = None) -> None:
@@ -243,6 +250,7 @@ class StreamAssembler:
         self._finish_reason: str | None = None
         self._finished = False
         self._ended = False
+        self._aborted = False
         self._tool_calls: list[ToolCall] = []
 
     @property
@@ -256,6 +264,8 @@ class StreamAssembler:
 
     def push(self, chunk: Mapping[str, Any]) -> list[StreamEvent]:
         kind = chunk.get("type")
+        if isinstance(kind, str):
+            kind = kind.strip()
         if kind == "text-delta":
             delta = chunk.get("delta")
             if not isinstance(delta, str):
@@ -297,6 +307,12 @@ class StreamAssembler:
             self._merge(chunk.get("metadata"), events)
             self._finished = True
             return events
+        if kind == "abort":
+            # The AI SDK's "the stream was aborted" (reference §11.1): the answer ends here,
+            # incomplete, whatever a later chunk says.
+            self._aborted = True
+            self._finished = True
+            return []
         if kind == "error":
             raise self._error(chunk)
         return []
@@ -314,6 +330,9 @@ class StreamAssembler:
 
     @property
     def finish_reason(self) -> str | None:
+        """Chatbase's finish reason; ``"abort"`` after an ``abort`` chunk."""
+        if self._aborted:
+            return ABORT
         return self._finish_reason or self._meta.finish_reason
 
     def result(self) -> ChatResult:

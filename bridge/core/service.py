@@ -16,6 +16,7 @@ from bridge.core.errors import (
     ChatbaseAPIError,
     ChatbaseError,
     StoreError,
+    operator_hint,
 )
 from bridge.core.feedback import UNCHANGED, FeedbackPolicy, Meaning
 from bridge.core.identity import chatbase_user_id, conversation_key, place_key
@@ -47,6 +48,10 @@ from bridge.core.tools import ToolRegistry
 log = logging.getLogger(__name__)
 
 NOT_ONGOING = "CHAT_CONVERSATION_NOT_ONGOING"
+# Answers that say the stored conversation cannot be continued (reference §8, §10): it
+# ended or was taken over, it belongs to another agent or user, or Chatbase no longer has it
+# (deleted, expired). The turn forgets it and asks the same question in a new conversation.
+CANNOT_CONTINUE = frozenset({NOT_ONGOING, "CHAT_CONVERSATION_MISMATCH", "RESOURCE_NOT_FOUND"})
 # Feedback errors that mean "this message cannot take feedback", not a fault of ours.
 FEEDBACK_REFUSED = frozenset({"RESOURCE_MESSAGE_NOT_FOUND", "RESOURCE_MESSAGE_NOT_ASSISTANT",
                               "RESOURCE_NOT_FOUND"})
@@ -69,6 +74,9 @@ class ChatStreamLike(Protocol):
 class ChatbaseLike(Protocol):
     """The part of ``bridge.chatbase.client.ChatbaseClient`` the service uses."""
 
+    @property
+    def agent_id(self) -> str: ...
+
     def chat_stream(
         self, *, message: str | None, conversation_id: str | None = None,
         user_id: str | None = None,
@@ -83,6 +91,21 @@ class ChatbaseLike(Protocol):
     async def set_feedback(
         self, *, conversation_id: str, message_id: str, feedback: Feedback | None
     ) -> None: ...
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
+
+
+# The question and userId to ask again in a new conversation, or None when they are unknown.
+Question = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What a turn asks Chatbase first, and how to ask it again in a new conversation."""
+
+    open: Callable[[], Any]  # the first stream (chat or retry), not yet entered
+    conversation_id: str | None  # the stored conversation it continues, if any
+    again: Callable[[], Awaitable[Question | None]]
 
 
 @dataclass
@@ -149,7 +172,7 @@ class RelayService:
         text = message.text.strip()
         if not await self._admit(message, sink, platform, text):
             return
-        key = conversation_key(message, scope=self._settings.conversation_scope)
+        key = self._key(message)
         bind(conversation=key)
         log.debug("message text: %s", text)
         answering = False
@@ -241,12 +264,21 @@ class RelayService:
         async def failed(exc: ChatbaseError) -> None:
             self._count(platform, await self._fail(renderer, exc))
 
+        async def again() -> Question:
+            return text, user_id
+
+        ask = _Ask(
+            open=lambda: self._chatbase.chat_stream(
+                message=text, conversation_id=conversation_id,
+                user_id=None if conversation_id else user_id,
+            ),
+            conversation_id=conversation_id,
+            again=again,
+        )
         try:
             async with renderer:
                 played = await self._play(
-                    renderer, platform,
-                    lambda: self._converse(renderer, text, conversation_id, user_id, turn),
-                    failed,
+                    renderer, platform, lambda: self._converse(renderer, turn, ask), failed
                 )
                 if played is None:
                     return
@@ -287,9 +319,12 @@ class RelayService:
             await self._cut_off(renderer, "something went wrong on the bridge")
             self._count(platform, "error")
             raise
-        final = renderer.text if renderer.text.strip() else notices.EMPTY_ANSWER
-        if note:
-            final = f"{final}\n\n{note}"
+        if renderer.text.strip():
+            final = f"{renderer.text}\n\n{note}" if note else renderer.text
+        elif note and notices.incomplete(result.finish_reason):
+            final = note  # nothing shown: the note alone says why
+        else:
+            final = f"{notices.EMPTY_ANSWER}\n\n{note}" if note else notices.EMPTY_ANSWER
         return result, await renderer.finish(final)
 
     def _reply_record(
@@ -300,7 +335,7 @@ class RelayService:
         return ReplyRecord(
             conversation_id=result.conversation_id,
             assistant_message_id=result.message_id,
-            conversation_key=conversation_key(message, scope=self._settings.conversation_scope),
+            conversation_key=self._key(message),
             asker=message.author,
             platform=message.place.platform,
             workspace=message.place.workspace,
@@ -313,48 +348,72 @@ class RelayService:
         self._metrics.answers.labels(platform, outcome).inc()
 
     async def _converse(
-        self,
-        renderer: Renderer,
-        text: str,
-        conversation_id: str | None,
-        user_id: str,
-        turn: Turn,
+        self, renderer: Renderer, turn: Turn, ask: _Ask
     ) -> tuple[ChatResult, str | None]:
-        note: str | None = None
-        try:
-            result = await self._stream(
-                renderer, message=text, conversation_id=conversation_id,
-                user_id=None if conversation_id else user_id,
-            )
-        except ChatbaseAPIError as exc:
-            if exc.code != NOT_ONGOING or conversation_id is None:
-                raise
-            log.info("conversation is no longer ongoing; starting a new one "
-                     "(request id %s)", exc.request_id)
+        """The one turn loop of messages and regenerations: the first request, client
+        actions, a new conversation when Chatbase cannot continue the stored one, and a note
+        under an answer that is incomplete. Returns the last answer and the note."""
+        notes: list[str] = []
+        restarted = False
+
+        async def restart(exc: ChatbaseAPIError) -> ChatResult:
+            nonlocal restarted
+            question = None if restarted else await ask.again()
             turn.forget()
-            note = notices.NEW_CONVERSATION
-            result = await self._stream(
-                renderer, message=text, conversation_id=None, user_id=user_id
-            )
+            if question is None:
+                log.warning("%s [code %s, request id %s]; no new conversation started",
+                            operator_hint(exc), exc.code, exc.request_id)
+                raise exc
+            restarted = True
+            log.info("%s [code %s, request id %s]; starting a new conversation",
+                     operator_hint(exc), exc.code, exc.request_id)
+            notes.append(notices.NEW_CONVERSATION)
+            if renderer.has_text and not renderer.text.endswith("\n"):
+                renderer.append("\n\n")
+            text, user_id = question
+            return await self._stream(renderer, message=text, conversation_id=None,
+                                      user_id=user_id)
+
+        try:
+            result = await self._consume(ask.open(), renderer)
+        except ChatbaseAPIError as exc:
+            if exc.code not in CANNOT_CONTINUE or ask.conversation_id is None:
+                raise
+            result = await restart(exc)
         rounds = 0
         while result.finish_reason == "tool-calls" and result.tool_calls:
             if rounds >= self._settings.max_tool_rounds or not result.conversation_id:
-                note = notices.TOOL_ROUNDS if note is None else f"{note}\n{notices.TOOL_ROUNDS}"
+                notes.append(notices.TOOL_ROUNDS)
                 break
             rounds += 1
-            for call in result.tool_calls:
-                output = await self._tools.run(call)
-                await self._chatbase.submit_tool_result(
-                    conversation_id=result.conversation_id,
-                    tool_call_id=call.tool_call_id,
-                    output=output,
-                )
-            if renderer.has_text and not renderer.text.endswith("\n"):
-                renderer.append("\n\n")
-            result = await self._stream(
-                renderer, message=None, conversation_id=result.conversation_id, user_id=None
+            try:
+                result = await self._tool_round(renderer, result, result.conversation_id)
+            except ChatbaseAPIError as exc:
+                if exc.code not in CANNOT_CONTINUE:
+                    raise
+                result = await restart(exc)
+        else:
+            incomplete = notices.incomplete(result.finish_reason)
+            if incomplete is not None:
+                log.info("answer incomplete (finish reason %s) [request id %s]",
+                         result.finish_reason, result.request_id)
+                notes.append(incomplete)
+        return result, "\n".join(notes) or None
+
+    async def _tool_round(
+        self, renderer: Renderer, result: ChatResult, conversation_id: str
+    ) -> ChatResult:
+        """Answer the client actions of ``result`` and read the answer that follows."""
+        for call in result.tool_calls:
+            output = await self._tools.run(call)
+            await self._chatbase.submit_tool_result(
+                conversation_id=conversation_id, tool_call_id=call.tool_call_id, output=output,
             )
-        return result, note
+        if renderer.has_text and not renderer.text.endswith("\n"):
+            renderer.append("\n\n")
+        return await self._stream(
+            renderer, message=None, conversation_id=conversation_id, user_id=None
+        )
 
     async def _stream(
         self,
@@ -381,7 +440,7 @@ class RelayService:
 
     async def _fail(self, renderer: Renderer, exc: ChatbaseError) -> str:
         code = getattr(exc, "code", None)
-        log.error("Chatbase call failed: %s", exc,
+        log.error("Chatbase call failed: %s: %s", operator_hint(exc), exc,
                   extra={"chatbase_code": code, "request_id": exc.request_id})
         if renderer.has_text and renderer.text.strip():
             await renderer.finish(
@@ -432,17 +491,32 @@ class RelayService:
             except StoreError as exc:
                 log.warning("could not remember this turn: %s", exc)
 
+    def _key(self, message: InboundMessage) -> str:
+        """The conversation key of ``message``, scoped to the agent this bridge talks to:
+        a conversation belongs to one agent, so another CHATBASE_AGENT_ID starts afresh."""
+        return conversation_key(message, scope=self._settings.conversation_scope,
+                                agent=self._chatbase.agent_id)
+
     async def has_conversation(self, message: InboundMessage) -> bool:
-        key = conversation_key(message, scope=self._settings.conversation_scope)
+        scope = self._settings.conversation_scope
+        # The key without an agent is where conversations were kept before keys named their
+        # agent; a thread remembered there is still one the bot takes part in.
+        keys = (self._key(message), conversation_key(message, scope=scope))
         try:
-            return await self._store.has_conversation(key)
+            for key in keys:
+                if await self._store.has_conversation(key):
+                    return True
         except StoreError as exc:
             log.warning("cannot tell whether a thread is a conversation: %s", exc)
-            return False
+        return False
 
     async def reset(self, place: Place, author: str) -> bool:
-        key = place_key(place, author, scope=self._settings.conversation_scope)
-        return await self._store.forget_conversation(key)
+        scope = self._settings.conversation_scope
+        forgot = await self._store.forget_conversation(
+            place_key(place, author, scope=scope, agent=self._chatbase.agent_id)
+        )
+        return await self._store.forget_conversation(place_key(place, author, scope=scope)) \
+            or forgot
 
     # ------------------------------------------------------------------ feedback
 
@@ -532,18 +606,22 @@ class RelayService:
             renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock,
                                 existing=record.part_ids)
 
-            async def converse() -> tuple[ChatResult, str | None]:
-                stream = self._chatbase.retry_stream(
+            ask = _Ask(
+                open=lambda: self._chatbase.retry_stream(
                     conversation_id=record.conversation_id,
                     message_id=record.assistant_message_id,
-                )
-                return await self._consume(stream, renderer), None
+                ),
+                conversation_id=record.conversation_id,
+                again=lambda: self._question_before(record),
+            )
 
             async def failed(exc: ChatbaseError) -> None:
                 await self._regenerate_failed(renderer, sink, record, exc)
 
             async with renderer:
-                played = await self._play(renderer, platform, converse, failed)
+                played = await self._play(
+                    renderer, platform, lambda: self._converse(renderer, turn, ask), failed
+                )
             if played is None:
                 return
             result, part_ids = played
@@ -557,6 +635,34 @@ class RelayService:
                         part_ids=_reply_ids(part_ids, sink)),
             )
 
+    async def _question_before(self, record: ReplyRecord) -> Question | None:
+        """The question an answer replied to and its asker's userId, read back from the
+        conversation (still there when it merely ended); None when Chatbase has it no more."""
+        try:
+            data = await self._chatbase.get_conversation(record.conversation_id)
+        except ChatbaseError as exc:
+            log.info("cannot read the question back: %s", exc)
+            return None
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            return None
+        ids = [m.get("id") if isinstance(m, dict) else None for m in messages]
+        end = ids.index(record.assistant_message_id) if record.assistant_message_id in ids \
+            else len(messages)
+        for message in reversed(messages[:end]):
+            if not isinstance(message, dict) or message.get("role") != "user":
+                continue
+            parts = message.get("parts")
+            text = "".join(
+                p["text"] for p in (parts if isinstance(parts, list) else ())
+                if isinstance(p, dict) and p.get("type") == "text"
+                and isinstance(p.get("text"), str)
+            )
+            if text.strip():
+                user_id = data.get("userId")
+                return text, user_id if isinstance(user_id, str) and user_id else None
+        return None
+
     async def _regenerate_failed(
         self, renderer: Renderer, sink: ReplySink, record: ReplyRecord, exc: ChatbaseError
     ) -> None:
@@ -565,10 +671,13 @@ class RelayService:
         if renderer.has_text:
             await self._fail(renderer, exc)
             return
-        log.error("regenerate failed: %s", exc, extra={"request_id": exc.request_id})
+        log.error("regenerate failed: %s: %s", operator_hint(exc), exc,
+                  extra={"request_id": exc.request_id})
         await sink.finish(record.part_ids, answered=False)
+        code = getattr(exc, "code", None)
+        line = notices.CANNOT_REGENERATE if code in CANNOT_CONTINUE else notices.for_error(exc)
         with contextlib.suppress(Exception):
-            await sink.post(notices.for_error(exc), final=True)
+            await sink.post(line, final=True)
 
     # ------------------------------------------------------------------ shutdown
 

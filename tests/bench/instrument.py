@@ -125,6 +125,13 @@ class TimedChatbase:
         self._inner = inner
         self.counter = counter
 
+    @property
+    def agent_id(self) -> str:
+        return str(self._inner.agent_id)
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        return dict(await self._inner.get_conversation(conversation_id))
+
     def chat_stream(self, *, message: str | None, conversation_id: str | None = None,
                     user_id: str | None = None) -> TimedStream:
         return TimedStream(

@@ -25,7 +25,11 @@ alike), else built from ``default_answer`` with ``answer_text_for(message)`` as 
 (``StreamFault``); ``Answer.tool_calls`` ends it with a ``tool-calls`` finish;
 ``json_answer`` / ``hold_open`` mimic a server ignoring ``stream: true`` / never closing
 after the last frame. Conversations: ``conversations``, ``seed_conversation``,
-``end_conversation`` (then CHAT_CONVERSATION_NOT_ONGOING). Records: ``requests`` (every
+``end_conversation`` (then CHAT_CONVERSATION_NOT_ONGOING), ``end_after_tool_result`` (the
+continuation after a tool result gets it), ``forget_conversation`` (then 404
+RESOURCE_NOT_FOUND, as for one deleted or expired). Agents: ``add_agent`` makes the fake serve
+a second agent id; a conversation belongs to the agent it was made with, and another agent
+asking for it gets 404 RESOURCE_NOT_FOUND. Records: ``requests`` (every
 one, with ``request_id``), ``chat_calls``, ``retry_calls``, ``calls(endpoint)``,
 ``feedback_calls`` and ``tool_results`` (accepted ones), ``stalls``, ``streams_started`` /
 ``streams_finished`` / ``streams_aborted``. Pacing: a
@@ -227,6 +231,7 @@ class FakeConversation:
     messages: list[FakeMessage] = field(default_factory=list)
     pending_tool_calls: dict[str, str] = field(default_factory=dict)  # id → tool name
     seq: int = 0
+    agent_id: str | None = None  # None: the fake's first agent
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -317,6 +322,10 @@ class FakeChatbase:
         self.api_key = api_key
         secrets.register(api_key)
         self.agent_id = agent_id
+        self.agent_ids: set[str] = {agent_id}
+        # After the next accepted tool result its conversation ends (the continuation gets
+        # CHAT_CONVERSATION_NOT_ONGOING), as when a human takes it over meanwhile.
+        self.end_after_tool_result = False
         self.answer_text_for: Callable[[str | None], str] = (
             lambda message: f"Echo: {message}" if message is not None else "Continuing."
         )
@@ -441,6 +450,16 @@ class FakeChatbase:
         """Mark a conversation not ongoing: chat in it gets CHAT_CONVERSATION_NOT_ONGOING."""
         self.conversations[conversation_id].status = status
 
+    def forget_conversation(self, conversation_id: str) -> None:
+        """Drop a conversation, as when it is deleted in the dashboard or expires: every
+        request naming it gets 404 RESOURCE_NOT_FOUND."""
+        del self.conversations[conversation_id]
+
+    def add_agent(self, agent_id: str) -> None:
+        """Serve another agent id with the same API key; conversations stay with the agent
+        that made them."""
+        self.agent_ids.add(agent_id)
+
     def seed_conversation(
         self,
         *,
@@ -564,7 +583,7 @@ class FakeChatbase:
                                    "Authentication required")
             if auth != f"Bearer {self.api_key}":
                 return self._error(request, 401, "AUTH_INVALID_API_KEY", "Invalid API key")
-            if request.match_info.get("agent_id") != self.agent_id:
+            if request.match_info.get("agent_id") not in self.agent_ids:
                 return self._error(request, 404, "AGENT_NOT_FOUND", "Agent not found")
         fault = self._take_fault(endpoint)
         if fault is not None:
@@ -625,13 +644,14 @@ class FakeChatbase:
                           {"stream": "Expected boolean"})
         now = int(self.now())
         if conversation_id is not None:
-            conv = self._ongoing(conversation_id)
+            conv = self._ongoing(conversation_id, request)
         else:
             if message is None:
                 raise _Reject(400, "VALIDATION_INVALID_BODY", "Invalid request",
                               {"message": "Required"})
             conv = FakeConversation(id=str(uuid.uuid4()), user_id=user_id, created_at=now,
-                                    updated_at=now, seq=self._next_seq())
+                                    updated_at=now, seq=self._next_seq(),
+                                    agent_id=request.match_info["agent_id"])
             self.conversations[conv.id] = conv
         if message is not None:
             user_message = FakeMessage(self._message_id(), "user", message, now)
@@ -649,7 +669,7 @@ class FakeChatbase:
         if not isinstance(message_id, str) or not message_id or not isinstance(stream, bool):
             raise _Reject(400, "VALIDATION_INVALID_BODY", "Invalid request",
                           {"messageId": "Required"})
-        conv = self._ongoing(request.match_info["conversation_id"])
+        conv = self._ongoing(request.match_info["conversation_id"], request)
         index = next((i for i, m in enumerate(conv.messages) if m.id == message_id), None)
         if index is None:
             raise _Reject(404, "CHAT_RETRY_MESSAGE_NOT_FOUND", "Message not found in conversation")
@@ -665,10 +685,13 @@ class FakeChatbase:
         if not isinstance(call_id, str) or not call_id or set(body) - {"toolCallId", "output"}:
             raise _Reject(400, "VALIDATION_INVALID_BODY", "Invalid request",
                           {"toolCallId": "Required"})
-        conv = self._conversation(request.match_info["conversation_id"])
+        conv = self._conversation(request.match_info["conversation_id"], request)
         if call_id not in conv.pending_tool_calls:
             raise _Reject(404, "RESOURCE_TOOL_CALL_NOT_FOUND", "Tool call not found or expired")
         del conv.pending_tool_calls[call_id]
+        if self.end_after_tool_result:
+            self.end_after_tool_result = False
+            conv.status = "ended"
         self.tool_results.append(ToolResultCall(conv.id, call_id, body.get("output"), body))
         self._signal.pulse()
         return web.json_response({"data": {"success": True}})
@@ -679,7 +702,7 @@ class FakeChatbase:
         if set(body) != {"feedback"} or value not in ("positive", "negative", None):
             raise _Reject(400, "VALIDATION_INVALID_BODY", "Invalid request",
                           {"feedback": "Expected 'positive' | 'negative' | null"})
-        conv = self._conversation(request.match_info["conversation_id"])
+        conv = self._conversation(request.match_info["conversation_id"], request)
         message = conv.message(request.match_info["message_id"])
         if message is None:
             raise _Reject(404, "RESOURCE_MESSAGE_NOT_FOUND",
@@ -693,7 +716,7 @@ class FakeChatbase:
         return web.json_response({"data": message.to_json()})
 
     async def _get_conversation(self, request: web.Request) -> web.StreamResponse:
-        conv = self._conversation(request.match_info["conversation_id"])
+        conv = self._conversation(request.match_info["conversation_id"], request)
         page, pagination = _message_page(conv.messages, 20, None)
         return web.json_response({
             "data": {**conv.to_json(), "messages": [m.to_json() for m in page]},
@@ -701,7 +724,7 @@ class FakeChatbase:
         })
 
     async def _list_messages(self, request: web.Request) -> web.StreamResponse:
-        conv = self._conversation(request.match_info["conversation_id"])
+        conv = self._conversation(request.match_info["conversation_id"], request)
         page, pagination = _message_page(conv.messages, _limit(request),
                                          request.query.get("cursor"))
         return web.json_response({"data": [m.to_json() for m in page],
@@ -745,14 +768,17 @@ class FakeChatbase:
 
     # ------------------------------------------------------------------ answers
 
-    def _conversation(self, conversation_id: str) -> FakeConversation:
+    def _conversation(
+        self, conversation_id: str, request: web.Request | None = None
+    ) -> FakeConversation:
         conv = self.conversations.get(conversation_id)
-        if conv is None:
+        agent = request.match_info.get("agent_id") if request is not None else None
+        if conv is None or (agent is not None and (conv.agent_id or self.agent_id) != agent):
             raise _Reject(404, "RESOURCE_NOT_FOUND", "The requested item could not be found")
         return conv
 
-    def _ongoing(self, conversation_id: str) -> FakeConversation:
-        conv = self._conversation(conversation_id)
+    def _ongoing(self, conversation_id: str, request: web.Request) -> FakeConversation:
+        conv = self._conversation(conversation_id, request)
         if conv.status != "ongoing":
             raise _Reject(400, "CHAT_CONVERSATION_NOT_ONGOING",
                           "This conversation has ended or been taken over and cannot receive "

@@ -68,7 +68,7 @@ async def test_json_output(fake: FakeChatbase, variant: Variant) -> None:
     (conv,) = fake.conversations.values()
     assert json.loads(out) == {
         "text": "Hi\nthere", "conversationId": conv.id, "messageId": conv.messages[1].id,
-        "userId": "tester.1", "credits": 1.0, "finishReason": "stop",
+        "userId": "tester.1", "credits": 1.0, "finishReason": "stop", "incomplete": False,
     }
     assert out.count("\n") == 1  # one JSON line
 

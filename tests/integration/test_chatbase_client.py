@@ -451,11 +451,26 @@ async def test_429_gives_up_beyond_max_wait(
 # ---------------------------------------------------------------------- transient failures
 
 
-async def test_stream_retries_5xx_before_the_body(
+async def test_stream_is_not_resent_after_a_5xx_that_reached_chatbase(
     fake: FakeChatbase, client: ChatbaseClient, clock: RecordingClock
 ) -> None:
-    fake.fail_next(500, "INTERNAL_SERVER_ERROR", times=1)
+    # The fake recorded the call before failing it: a resend could charge the turn twice.
+    for status, code in ((500, "INTERNAL_SERVER_ERROR"), (502, "HTTP_502"), (504, "HTTP_504")):
+        before = len(fake.chat_calls)
+        fake.fail_next(status, code)
+        with pytest.raises(ChatbaseAPIError) as info:
+            await stream_all(client, message="x", user_id="u.1")
+        assert info.value.status == status
+        assert info.value.request_id == fake.chat_calls[-1].request_id
+        assert len(fake.chat_calls) == before + 1
+    assert clock.sleeps == []
+
+
+async def test_stream_retries_503_and_429_before_the_body(
+    fake: FakeChatbase, client: ChatbaseClient, clock: RecordingClock
+) -> None:
     fake.fail_next(503, "SERVICE_UNDER_MAINTENANCE", times=1)
+    fake.rate_limit_next(retry_after=1)
     _, result = await stream_all(client, message="x", user_id="u.1")
     assert result.text == "Echo: x"
     assert len(fake.chat_calls) == 3
@@ -491,9 +506,9 @@ async def test_dropped_connection_before_headers(
     fake: FakeChatbase, client: ChatbaseClient
 ) -> None:
     fake.drop_next()
-    _, result = await stream_all(client, message="x", user_id="u.1")
-    assert result.text == "Echo: x"
-    assert len(fake.chat_calls) == 2
+    with pytest.raises(ChatbaseUnavailable):
+        await stream_all(client, message="x", user_id="u.1")
+    assert len(fake.chat_calls) == 1  # it reached Chatbase: not sent again
 
     fake.drop_next(endpoint="tool_result")
     with pytest.raises(ChatbaseUnavailable) as info:
@@ -505,14 +520,14 @@ async def test_dropped_connection_before_headers(
 async def test_timeout_before_headers(fake: FakeChatbase, make_client: MakeClient) -> None:
     client = make_client(timeout=0.3, idle_timeout=0.3)
     fake.stall_next()
-    _, result = await stream_all(client, message="x", user_id="u.1")
-    assert result.text == "Echo: x"
-    assert fake.stalls == 1 and len(fake.chat_calls) == 2
+    with pytest.raises(ChatbaseUnavailable, match="did not answer"):
+        await stream_all(client, message="x", user_id="u.1")
+    assert fake.stalls == 1 and len(fake.chat_calls) == 1  # sent: not sent again
 
     fake.stall_next()
     with pytest.raises(ChatbaseUnavailable, match="did not answer"):
         await client.chat(message="y")
-    assert len(fake.chat_calls) == 3
+    assert len(fake.chat_calls) == 2
 
 
 async def test_connection_refused_names_the_url(

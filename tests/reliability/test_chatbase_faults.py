@@ -58,6 +58,7 @@ class Case:
     outcome: str = "answered"
     answered: bool = True
     rig: dict[str, Any] = field(default_factory=dict)
+    chat_calls: int | None = None  # how many chat calls must reach Chatbase, when it matters
 
 
 PARTIAL = Answer(deltas=["The first ", "part, ", "then more"], fault_after=2)
@@ -77,9 +78,9 @@ CASES = [
          log=lambda f, b: ("CHAT_CREDITS_EXHAUSTED", "HTTP 402", last_request_id(f))),
     Case("403 permissions",
          setup=lambda f: f.fail_next(403, "AUTH_INSUFFICIENT_PERMISSIONS", "Not allowed"),
-         text=CONFIG, outcome="error", answered=False,
+         text=notices._BY_CODE["AUTH_INSUFFICIENT_PERMISSIONS"], outcome="error", answered=False,
          log=lambda f, b: ("AUTH_INSUFFICIENT_PERMISSIONS", "HTTP 403", last_request_id(f))),
-    Case("404 agent", text=CONFIG, outcome="error", answered=False,
+    Case("404 agent", text=notices._BY_CODE["AGENT_NOT_FOUND"], outcome="error", answered=False,
          rig={"agent_id": "no-such-agent"},
          log=lambda f, b: ("AGENT_NOT_FOUND", "HTTP 404", last_request_id(f))),
     Case("429 with Retry-After, waited out", setup=lambda f: f.rate_limit_next(retry_after=3),
@@ -97,15 +98,21 @@ CASES = [
          text=lambda f: notices.busy(None).split(" Please")[0], outcome="error",
          answered=False,
          log=lambda f, b: ("RATE_LIMIT_TOO_MANY_REQUESTS", "giving up", last_request_id(f))),
-    Case("500 once, retried", setup=lambda f: f.fail_next(500, "INTERNAL_SERVER_ERROR"),
-         log=lambda f, b: ("INTERNAL_SERVER_ERROR", "HTTP 500", "retry 1",
+    # A 500 after the call reached Chatbase is not resent (it may have been recorded and
+    # charged): one line for the user, the request id for the operator.
+    Case("500 once, not resent", setup=lambda f: f.fail_next(500, "INTERNAL_SERVER_ERROR"),
+         text=notices._FAILED, outcome="error", answered=False, chat_calls=1,
+         log=lambda f, b: ("not sent again", f.chat_calls[0].request_id)),
+    Case("502 once, not resent", setup=lambda f: f.fail_next(502, body="Bad Gateway"),
+         text=notices._FAILED, outcome="error", answered=False, chat_calls=1,
+         log=lambda f, b: ("HTTP 502", "not resent", f.chat_calls[0].request_id)),
+    Case("503 once, retried", chat_calls=2,
+         setup=lambda f: f.fail_next(503, "SERVICE_UNDER_MAINTENANCE"),
+         log=lambda f, b: ("SERVICE_UNDER_MAINTENANCE", "retry 1",
                            f.chat_calls[0].request_id)),
-    Case("500 persistent", setup=lambda f: f.fail_next(500, "INTERNAL_SERVER_ERROR", times=3),
-         text=UNREACHABLE, outcome="error", answered=False,
-         log=lambda f, b: ("INTERNAL_SERVER_ERROR", "HTTP 500", last_request_id(f))),
     Case("503 maintenance",
          setup=lambda f: f.fail_next(503, "SERVICE_UNDER_MAINTENANCE", times=3),
-         text=UNREACHABLE, outcome="error", answered=False,
+         text=notices._BY_CODE["SERVICE_UNDER_MAINTENANCE"], outcome="error", answered=False,
          log=lambda f, b: ("SERVICE_UNDER_MAINTENANCE", "HTTP 503", last_request_id(f))),
     Case("idle stream", setup=lambda f: f.script(Answer(
             deltas=PARTIAL.deltas, fault=StreamFault.STALL, fault_after=2)),
@@ -155,6 +162,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_chatbase_fault(redis_url: str, redis_prefix: str, case: Case) -> None:
+    """One fault: what the user sees and what the operator log says."""
     options = dict(case.rig)
     base = ""
     if options.get("chatbase_url") == "dead":
@@ -175,6 +183,8 @@ async def test_chatbase_fault(redis_url: str, redis_prefix: str, case: Case) -> 
         assert MARK not in shown and shown.strip()
         assert sink.finished.is_set() and sink.answered is case.answered
         assert r.outcome(case.outcome) == 1
+        if case.chat_calls is not None:
+            assert len(r.fake.chat_calls) == case.chat_calls
         parts = case.log(r.fake, base)
         if parts:
             assert logs.find(*parts, level=case.level), _lines(logs)

@@ -75,8 +75,9 @@ CUT_STALLED = "the agent stopped responding"
 
 # Chatbase fault kinds and their share among faulted turns.
 CHATBASE_FAULTS = {
-    "500-once": 3, "429-once": 2, "drop-once": 2,  # retried: the answer stays exact
-    "500-always": 1, "stall-headers": 1,  # no answer: a notice
+    "503-once": 3, "429-once": 2,  # retried (nothing was done): the answer stays exact
+    # Reached Chatbase, then failed: never resent (it may have been charged), a notice.
+    "500-always": 1, "stall-headers": 1, "drop-once": 2,
     "disconnect": 2, "malformed": 1, "error-chunk": 1, "eof": 1, "idle-stall": 1,  # cut off
 }
 PLATFORM_FAULTS = {"429": 2, "5xx": 2, "gone": 1}
@@ -127,7 +128,9 @@ class Plan:
     k: int = 0
 
     def pre_fault(self, attempt: int) -> _Fault | tuple[str, float] | None:
-        if (self.kind == "500-once" and attempt == 0) or self.kind == "500-always":
+        if self.kind == "503-once" and attempt == 0:
+            return _Fault("respond", status=503, code="SERVICE_UNDER_MAINTENANCE")
+        if self.kind == "500-always":
             return _Fault("respond", status=500, code="INTERNAL_SERVER_ERROR")
         if self.kind == "429-once" and attempt == 0:
             return _Fault("respond", status=429, code="RATE_LIMIT_TOO_MANY_REQUESTS",
@@ -157,10 +160,12 @@ def plan_for(kind: str, message: str, rng: random.Random) -> Plan:
     deltas = split_words(answer)
     k = rng.randint(1, max(1, min(len(deltas) - 1, 6)))
     partial = "".join(deltas[:k])
-    if kind in ("ok", "500-once", "429-once", "drop-once", "gone"):
+    if kind in ("ok", "503-once", "429-once", "gone"):
         return Plan(kind, answer)
-    if kind in ("500-always", "stall-headers"):
+    if kind in ("stall-headers", "drop-once"):
         return Plan(kind, notices._UNREACHABLE)
+    if kind == "500-always":
+        return Plan(kind, notices._FAILED)
     reason = {"error-chunk": CUT_ERROR, "idle-stall": CUT_STALLED}.get(kind, CUT_BROKE)
     return Plan(kind, partial + "\n\n" + notices.CUT_OFF.format(reason=reason), k=k)
 
@@ -542,7 +547,7 @@ class Conversation:
                 tally.placeholders += 1
                 tally.example(f"{event_id} ({plan.kind}) left a placeholder: {shown[-60:]!r}")
             elif shown == plan.expected:
-                if plan.expected == notices._UNREACHABLE:
+                if plan.expected in (notices._UNREACHABLE, notices._FAILED):
                     tally.notices += 1
                 elif plan.expected.endswith(". Please ask again.)_"):
                     tally.cut_off += 1

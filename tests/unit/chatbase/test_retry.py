@@ -28,8 +28,12 @@ def unanswered(*, reached: bool) -> Failure:
         (unanswered(reached=False), set(RequestKind)),
         (answered(503), set(RequestKind)),
         (answered(500, "SERVICE_UNDER_MAINTENANCE"), set(RequestKind)),
-        (unanswered(reached=True), {RequestKind.IDEMPOTENT, RequestKind.STREAM}),
-        (answered(502), {RequestKind.IDEMPOTENT, RequestKind.STREAM}),
+        # Sent, then no answer or a 5xx: only a GET or PATCH is resent; a chat or retry POST,
+        # streamed or not, may have been recorded and charged (chatbase-cli retry.ts).
+        (unanswered(reached=True), {RequestKind.IDEMPOTENT}),
+        (answered(500), {RequestKind.IDEMPOTENT}),
+        (answered(502), {RequestKind.IDEMPOTENT}),
+        (answered(504), {RequestKind.IDEMPOTENT}),
         (answered(400), set()),
         (answered(404), set()),
     ],
@@ -39,7 +43,7 @@ def test_which_failures_are_transient(failure: Failure, retried_for: set[Request
 
 
 def test_transient_failures_are_retried_twice_with_growing_backoff() -> None:
-    retries = POLICY.start("chat", RequestKind.STREAM)
+    retries = POLICY.start("get_conversation", RequestKind.IDEMPOTENT)
     first, second = retries.after(answered(502)), retries.after(answered(502))
     assert 0.25 <= first <= 0.75 and 0.5 <= second <= 1.5
     with pytest.raises(ChatbaseAPIError) as info:
@@ -47,11 +51,26 @@ def test_transient_failures_are_retried_twice_with_growing_backoff() -> None:
     assert info.value.status == 502
 
 
-def test_a_post_is_not_replayed_after_no_answer() -> None:
+@pytest.mark.parametrize("kind", [RequestKind.POST, RequestKind.STREAM])
+def test_a_post_is_not_replayed_after_no_answer(kind: RequestKind) -> None:
     failure = unanswered(reached=True)
     with pytest.raises(ChatbaseUnavailable) as info:
-        POLICY.start("tool_result", RequestKind.POST).after(failure)
+        POLICY.start("chat", kind).after(failure)
     assert info.value.__cause__ is failure.cause
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_streamed_chat_is_not_replayed_after_a_5xx(status: int) -> None:
+    with pytest.raises(ChatbaseAPIError) as info:
+        POLICY.start("chat", RequestKind.STREAM).after(answered(status))
+    assert info.value.status == status
+
+
+def test_a_streamed_chat_is_retried_after_429_and_503() -> None:
+    retries = POLICY.start("chat", RequestKind.STREAM)
+    assert retries.after(answered(503, "SERVICE_UNDER_MAINTENANCE")) > 0
+    assert retries.after(answered(429, "RATE_LIMIT_TOO_MANY_REQUESTS")) > 0
+    assert retries.after(unanswered(reached=False)) > 0
 
 
 @pytest.mark.parametrize(
