@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -122,6 +123,7 @@ class SlackAdapter:
         session: aiohttp.ClientSession | None = None,
         pacing: SlackPacing | None = None,
         call_timeout: float = 30.0,
+        stream_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._relay = relay
@@ -129,6 +131,9 @@ class SlackAdapter:
         self._session = session
         self._pacing = pacing or SlackPacing()
         self._call_timeout = call_timeout
+        # How a stream's age is measured (rollover before Slack ends it); tests share one
+        # stepped clock between the sinks and the fake Slack that expires streams.
+        self._stream_clock = stream_clock
         self._scope = Scope(
             teams=frozenset(settings.slack_allowed_teams),
             channels=frozenset(settings.slack_allowed_channels),
@@ -501,6 +506,7 @@ class SlackAdapter:
             feedback_buttons=self._settings.slack_feedback_buttons,
             pacing=self._pacing,
             stream_rollover=self._settings.slack_stream_rollover_seconds,
+            now=self._stream_clock,
             existing=existing,
         )
 

@@ -239,6 +239,20 @@ def settled(text: str) -> str:
 _TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
 _CONFLICT = "streaming_state_conflict"
 
+# Recovery calls and the budgets. Each post()/edit() is one paced call; the few calls a
+# recovery adds inside it (the quiet stop after msg_too_long or a conflict, the chat.update
+# that freezes a message, the rewrite of an ended stream) are not paced again, because
+# they happen only right after Slack refused the paced call, at most two per refusal, and
+# each refusal can recur only a bounded number of times per reply: msg_too_long halves
+# the message size (3,900 -> 1,950 -> 975 -> 500, so three times), and a conflict or an
+# ended stream ends that message's stream (once per message, whose stream used a
+# chat.startStream slot). Slack's tiers allow short bursts over the per-minute rate
+# (https://docs.slack.dev/apis/web-api/rate-limits), and the budgets keep ten per cent
+# under each tier, so these few calls cannot add up to a 429; tests/unit/adapters/slack/
+# test_sink_limits.py holds the bound. A split first post (only after msg_too_long shrank
+# the size below the renderer's part) posts its pieces in a row: chat.postMessage allows
+# short bursts per channel, and the pieces are at most 3,900 / 975 = 4 in practice.
+
 
 @dataclass(slots=True)
 class _Message:

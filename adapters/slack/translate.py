@@ -365,8 +365,10 @@ def feedback_button(body: Any, bot: BotIdentity, scope: Scope) -> InboundFeedbac
     container = _map(body, "container")
     channel = _id(_map(body, "channel"), "id") or _id(container, "channel_id")
     ts = _ts(container, "message_ts") or _ts(_map(body, "message"), "ts")
-    enterprise = _id(_map(body, "enterprise"), "id")
-    workspace = _id(_map(body, "team"), "id") or _id(user_map, "team_id") or enterprise
+    where = _press_workspace(body, bot)
+    if where is None:
+        return None
+    workspace, enterprise = where
     if user is None or user == bot.user_id or channel is None or ts is None or workspace is None:
         return None
     is_dm = _is_dm_channel(channel, None)
@@ -382,6 +384,27 @@ def feedback_button(body: Any, bot: BotIdentity, scope: Scope) -> InboundFeedbac
         feedback=Feedback(kind),
         event_id=f"{channel}:{ts}:{user}:{action_ts}",
     )
+
+
+def _press_workspace(body: Mapping[str, Any], bot: BotIdentity) -> tuple[str, str | None] | None:
+    """(workspace, enterprise) of the installation whose message was pressed: the same rule
+    as ``_workspace`` for events, so a press keys and filters like the answer it rates.
+
+    Interaction payloads carry no ``authorizations`` or ``context_*``. Their ``team`` is the
+    workspace of the app that posted the message, while ``user.team_id`` is the presser's
+    own organisation in a shared channel (github.com/slackapi/java-slack-sdk/issues/1041), so
+    the presser's team is never used. Under an org-wide install ``team`` can be null
+    (slack_bolt ``request/internals.py``, ``extract_team_id``; an example payload in
+    github.com/slackapi/deno-slack-sdk/issues/267) and the enterprise is the workspace, as
+    for events. Otherwise the installation this bridge's one token serves (``auth.test``).
+    """
+    enterprise = _id(_map(body, "enterprise"), "id") or bot.enterprise_id
+    if body.get("is_enterprise_install") is True and enterprise:
+        return enterprise, enterprise
+    team = _id(_map(body, "team"), "id") or bot.team_id or enterprise
+    if team is None:
+        return None
+    return team, enterprise
 
 
 # --------------------------------------------------------------------------- reset

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -125,11 +125,15 @@ async def slack_stack(
     mode: Literal["http", "socket"] = "http",
     scale: float = SCALE,
     fake: Mapping[str, Any] | None = None,
+    stream_clock: Callable[[], float] = time.monotonic,
     **env: Any,
 ) -> AsyncIterator[SlackStack]:
+    """``stream_clock`` measures stream ages on both sides: the fake Slack that ends streams
+    after ``stream_ttl`` and the adapter's sinks that roll them over before that."""
     async with AsyncExitStack() as stack:
         slack = await stack.enter_async_context(
-            FakeSlack(tiers=Tiers().scaled(scale, jitter=JITTER), **dict(fake or {}))
+            FakeSlack(tiers=Tiers().scaled(scale, jitter=JITTER), clock=stream_clock,
+                      **dict(fake or {}))
         )
         chatbase = await stack.enter_async_context(FakeChatbase())
         values: dict[str, Any] = {
@@ -157,7 +161,7 @@ async def slack_stack(
         http_app = web.Application() if mode == "http" else None
         adapter = SlackAdapter(
             settings=settings, relay=service, metrics=metrics, http_app=http_app,
-            session=session, pacing=SlackPacing().scaled(scale),
+            session=session, pacing=SlackPacing().scaled(scale), stream_clock=stream_clock,
         )
         server = None
         if http_app is not None:

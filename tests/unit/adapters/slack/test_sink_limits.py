@@ -4,12 +4,14 @@ still ending with the exact answer across the thread (issue 13)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters.slack.markup import escape
 from adapters.slack.sink import PROGRESS_MARK, ReplyTarget, SlackApi, SlackPacing, SlackSink
 from bridge.core.errors import PlatformError, PlatformRateLimited
-from tests.fakes.slack import FakeSlack, Tiers
+from tests.fakes.slack import FakeSlack, SlackCall, Tiers
 
 THREAD = "1700000000.000100"
 PACING = SlackPacing()
@@ -231,3 +233,50 @@ async def test_escaped_text_counts_towards_the_size(slack: FakeSlack, api: Slack
     assert all(len(m.raw) <= 3_900 for m in slack.thread("C0CHAN", THREAD))
     assert "".join(m.raw for m in slack.thread("C0CHAN", THREAD)) == escape(answer)
     assert_complete(slack, "C0CHAN", THREAD, answer)
+
+
+async def test_unpaced_recovery_calls_only_follow_a_refusal_and_are_bounded(
+    slack: FakeSlack, api: SlackApi
+) -> None:
+    """Every post()/edit() is one paced call; the calls a recovery adds inside it come only
+    after Slack refused a call, at most two per refusal, and msg_too_long recurs at most
+    three times per reply (the sink's comment on recovery calls and the budgets)."""
+    now = Now()
+    slack.clock, slack.max_message_chars = now, 1000
+    answer = words(700)  # ~6,300 characters
+    per_call: list[list[SlackCall]] = []
+
+    async def step(call: Any) -> Any:
+        before = len(slack.calls)
+        try:
+            return await call
+        finally:
+            per_call.append(slack.calls[before:])
+
+    streamed = make_sink(api, now)
+    ts = await step(streamed.post(answer[:50], final=False))
+    slack.fail_next("chat.appendStream", "streaming_state_conflict")
+    for end in [*range(400, len(answer), 400), len(answer)]:
+        final = end == len(answer)
+        for _ in range(10):
+            try:
+                await step(streamed.edit(ts, answer[:end], final=final))
+                break
+            except PlatformError:
+                continue
+    assert_complete(slack, "C0CHAN", THREAD, answer)
+
+    posted = make_sink(api, now, thread=None, channel="D0DM")
+    await step(posted.post(answer[:3_000], final=True))  # split after two refusals
+    assert "".join(slack.thread_texts("D0DM", None)) == answer[:3_000]
+
+    for calls in per_call:
+        refused = [c for c in calls if not c.ok]
+        posts = [c for c in calls if c.ok and c.method == "chat.postMessage"]
+        extra = len(calls) - 1 - max(0, len(posts) - 1)
+        assert extra <= 2 * len(refused), [(c.method, c.error) for c in calls]
+        if calls and len(calls) > 1:
+            assert not calls[0].ok or calls[0].method == "chat.postMessage"
+        assert len(posts) <= 4
+    too_long = [c for c in slack.calls if c.error == "msg_too_long"]
+    assert 0 < len(too_long) <= 3 * 2  # three halvings per reply, two replies

@@ -386,6 +386,56 @@ def test_org_wide_install_keys_on_the_enterprise() -> None:
     assert translate.is_mention(message) and message.reply_thread == message.message_id
 
 
+def press_by(user: str, user_team: str, *, message_ts: str, channel: str,
+             team: str | None, enterprise: str | None, org_wide: bool) -> dict[str, Any]:
+    """A feedback press as Slack sends it: ``team`` is the workspace of the app that posted
+    the message and ``user.team_id`` the presser's (java-slack-sdk#1041); ``team`` null
+    with the enterprise set under an org-wide install (deno-slack-sdk#267)."""
+    body = block_action(value="positive", channel=channel, message_ts=message_ts, user=user,
+                        team_id=user_team)
+    body["team"] = {"id": team, "domain": "x"} if team is not None else None
+    body["enterprise"] = {"id": enterprise, "name": "x"} if enterprise is not None else None
+    body["is_enterprise_install"] = org_wide
+    return body
+
+
+@pytest.mark.parametrize("team", ["T_INSTALLED", None])
+def test_shared_channel_feedback_press_keys_on_the_installation(team: str | None) -> None:
+    """reaction_added_shared_channel.json (slackapi/bolt-python
+    tests/scenario_tests/test_events_shared_channels.py, valid_reaction_added_body): W222 of
+    the other organisation (T_SOURCE) rates the bot's answer in the shared channel, once with
+    a 👍 reaction and once with the feedback button; both key on the installation, and an
+    allowlist of the installed workspace lets both through."""
+    body = fixture("reaction_added_shared_channel.json")
+    body["event"]["user"] = "W222"
+    bot = BotIdentity(user_id="W111", team_id="T_INSTALLED", enterprise_id="E_INSTALLED")
+    only_installed = Scope(teams=frozenset({"T_INSTALLED"}))
+    reaction = translate.reaction(body, bot, only_installed)
+    item = body["event"]["item"]
+    press = translate.feedback_button(
+        press_by("W222", "T_SOURCE", message_ts=item["ts"], channel=item["channel"],
+                 team=team, enterprise=None, org_wide=False),
+        bot, only_installed)
+    assert reaction is not None and press is not None
+    assert press.workspace == reaction.workspace == "T_INSTALLED"
+
+
+@pytest.mark.parametrize("team", ["T111", None])
+def test_org_wide_install_feedback_press_keys_on_the_enterprise(team: str | None) -> None:
+    """message_org_wide_install_bare_mention.json (slackapi/bolt-python
+    tests/scenario_tests/test_events_org_apps.py, test_message): the question keys on the
+    enterprise E111; a press on its answer by a member of workspace T111 keys the same."""
+    body = fixture("message_org_wide_install_bare_mention.json")
+    bot = BotIdentity(user_id="W222", enterprise_id="E111")
+    message = translate.message(body, bot, ALL)
+    press = translate.feedback_button(
+        press_by("W111", "T111", message_ts="1606810820.000900", channel="C111", team=team,
+                 enterprise="E111", org_wide=True),
+        bot, ALL)
+    assert message is not None and press is not None
+    assert press.workspace == message.place.workspace == "E111"
+
+
 @pytest.mark.parametrize("subtype", ["thread_broadcast", "file_share"])
 def test_app_mention_with_a_subtype_is_answered_once(subtype: str) -> None:
     """No published app_mention carries a subtype (SOURCES.md, case 2): derived from
