@@ -334,6 +334,8 @@ class SlackSink:
             self._adopt(ts)
         self._status_attempted = False
         self._halted = False
+        # The first message of a post that Slack refused after some of its messages went out.
+        self._unfinished: str | None = None
 
     # ------------------------------------------------------------------ port
 
@@ -385,6 +387,13 @@ class SlackSink:
     async def post(self, text: str, *, final: bool) -> str:
         if self._halted and self._messages:
             return self._messages[-1].ts
+        if self._unfinished is not None:
+            # The renderer is posting again what a refused call left half shown: continue
+            # after the messages already in the thread instead of posting them twice.
+            ts = self._unfinished
+            await self._write(self._parts[ts], text, final=final)
+            self._unfinished = None
+            return ts
         body, marked = _unmark(text, final)
         part = _Part(messages=[])
         if self._stream_ok and not final:
@@ -397,7 +406,13 @@ class SlackSink:
                             "chat.postMessage", exc.code)
                 self._stream_ok = False
         if not part.messages:
-            await self._post_all(part, body, final=final, marked=marked)
+            try:
+                await self._post_all(part, body, final=final, marked=marked)
+            except BaseException:
+                if part.messages:
+                    self._parts[part.messages[0].ts] = part
+                    self._unfinished = part.messages[0].ts
+                raise
         ts = part.messages[0].ts
         self._parts[ts] = part
         return ts

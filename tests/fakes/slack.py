@@ -201,6 +201,7 @@ class FakeSlack:
         self.acks: dict[str, dict[str, Any]] = {}
         self.ephemerals: list[dict[str, Any]] = []
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._passes: dict[str, int] = defaultdict(int)
         self._windows: dict[tuple[str, ...], deque[float]] = defaultdict(deque)
         self._seq = itertools.count(1)
         self._ts_base = int(time.time())
@@ -247,10 +248,11 @@ class FakeSlack:
 
     def fail_next(
         self, method: str, error: str, *, times: int = 1, status: int | None = None,
-        retry_after: float | None = None,
+        retry_after: float | None = None, after: int = 0,
     ) -> None:
         """The next ``times`` calls of ``method`` answer ``error`` (``ratelimited``: a 429
-        with ``Retry-After``)."""
+        with ``Retry-After``), once ``after`` more calls of it have gone through."""
+        self._passes[method] = after
         if status is None:
             status = 429 if error == "ratelimited" else 200
         if error == "ratelimited" and retry_after is None:
@@ -409,7 +411,9 @@ class FakeSlack:
 
     def _take_fault(self, method: str, args: Mapping[str, Any]) -> None:
         queue = self._faults.get(method)
-        if queue:
+        if queue and self._passes[method] > 0:
+            self._passes[method] -= 1
+        elif queue:
             fault = queue.popleft()
             target = self.messages.get(str(args.get("ts")))
             if target is not None and fault.error in ("message_not_in_streaming_state",

@@ -162,6 +162,29 @@ async def test_msg_too_long_on_the_first_post_splits_it(
     assert len(sink.part_ids) >= 3
 
 
+async def test_a_first_post_refused_half_way_is_continued_not_posted_again(
+    slack: FakeSlack, api: SlackApi
+) -> None:
+    """A long first post goes out in several messages; when Slack refuses a later one, the
+    renderer's next call must continue after the pieces already shown, not post them twice."""
+    now = Now()
+    slack.clock, slack.max_message_chars = now, 1000
+    sink = make_sink(api, now, thread=None, channel="D0DM")
+    answer = words(300)
+    # Two calls are refused as too long (the cap halves twice); of the pieces, the second fails.
+    slack.fail_next("chat.postMessage", "internal_error", after=3)
+    with pytest.raises(PlatformError):
+        await sink.post(answer, final=True)
+    for _ in range(10):  # the renderer posts again after a refused call (paced)
+        try:
+            ts = await sink.post(answer, final=True)
+            break
+        except PlatformError:
+            continue
+    assert_complete(slack, "D0DM", None, answer)
+    assert ts == slack.thread("D0DM", None)[0].ts
+
+
 async def test_a_stop_that_keeps_failing_does_not_lose_the_final_text(
     slack: FakeSlack, api: SlackApi
 ) -> None:
