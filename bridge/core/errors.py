@@ -135,3 +135,8 @@ class PlatformRateLimited(PlatformError):
 
 class PlatformMessageGone(PlatformError):
     """The message to edit no longer exists or can no longer be written to."""
+
+
+class PlatformMessageFrozen(PlatformError):
+    """The message exists but refuses further edits (Discord 30046: too many edits to a
+    message older than an hour); new messages are still accepted."""
