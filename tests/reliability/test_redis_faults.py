@@ -15,15 +15,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from adapters.discord.views import POSITIVE_ID
 from adapters.slack.adapter import RESET_FAILED, RESET_NOTHING
 from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
 from bridge.core.errors import StoreError
 from tests.fakes import secrets
 from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.discord_stack import discord_stack
 from tests.fakes.slack import event_envelope, mention_event, slash_command
 from tests.fakes.slack_stack import slack_stack
 from tests.integration.cli_process import bare_env, run_cli
@@ -195,6 +198,52 @@ async def test_slow_redis_still_lets_slack_acknowledge_in_time(
         assert late.status == 200 and late.seconds < 3.0
         assert late.json()["text"] == RESET_FAILED
         assert logs.find("reset failed")
+        proxy.delay = 0.0
+
+
+async def test_slow_redis_still_lets_discord_acknowledge_every_interaction_in_time(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Discord gives an interaction 3 s for its first response; /ask, /reset and a button
+    press are acknowledged before a slow Redis has answered anything."""
+    callback = "/interactions/{interaction_id}/{token}/callback"
+    slow = 1.5  # each way: one Redis round trip takes 3 s
+
+    async with RedisProxy(redis_url) as proxy, discord_stack(
+            proxy.url, redis_prefix, BRIDGE_DISCORD_FEEDBACK_BUTTONS="true") as s:
+        ann = s.discord.user("ann")
+        s.chatbase.script(Answer(text="Slowly but surely."))
+
+        def acknowledged(interaction: dict[str, Any]) -> list[Any]:
+            return [c for c in s.discord.calls_to("POST", callback)
+                    if c.path.startswith(f"/interactions/{interaction['id']}/")]
+
+        def answer_of(interaction: dict[str, Any]) -> str:
+            state = s.discord.interactions[interaction["token"]]
+            message = s.discord.messages.get(state.original_id or "")
+            return str(message["content"]) if message else ""
+
+        proxy.delay = slow
+        for name, options in (("ask", {"question": "hi"}), ("reset", {})):
+            started = time.monotonic()
+            interaction = await s.discord.slash(ann, s.channel, name, **options)
+            (ack,) = await s.discord.wait_for(lambda i=interaction: acknowledged(i))
+            assert ack.at - started < slow, name
+            assert ack.body["type"] == 5
+            await s.discord.wait_for(lambda i=interaction: answer_of(i), within=30)
+            # The answer needed Redis, so it came after the delay: it really was in the way.
+            assert time.monotonic() - started > slow
+        await s.adapter.wait_idle()
+        asked = next(m for m in s.discord.messages.values()
+                     if m["content"] == "Slowly but surely.")
+        await s.discord.wait_for(lambda: s.discord.messages[asked["id"]]["components"],
+                                 within=30)
+
+        started = time.monotonic()
+        press = await s.discord.press(ann, s.discord.messages[asked["id"]], POSITIVE_ID)
+        (ack,) = await s.discord.wait_for(lambda: acknowledged(press))
+        assert ack.at - started < slow and ack.body["type"] == 6
+        await s.chatbase.wait_for(lambda: len(s.chatbase.feedback_calls) == 1, within=30)
         proxy.delay = 0.0
 
 
