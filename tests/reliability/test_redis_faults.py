@@ -276,6 +276,36 @@ async def _take_turn(store: object) -> None:
         pass
 
 
+async def test_a_release_lost_to_a_redis_outage_holds_the_next_turn_one_short_lease(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Redis stays away longer than the release retries: the lease is not removed, so the
+    conversation's next turn waits for it to lapse. That is one short lease (renewed by the
+    heartbeat while a turn runs), not minutes."""
+    from bridge.store import Store, connect
+
+    assert Settings(_env_file=None).lock_ttl <= 30  # type: ignore[call-arg]
+    lease = 3
+    env = {"BRIDGE_REDIS_PREFIX": redis_prefix, "BRIDGE_LOCK_WAIT": 60,
+           "BRIDGE_LOCK_TTL": lease}
+    async with RedisProxy(redis_url) as proxy:
+        through = Settings(_env_file=None, REDIS_URL=proxy.url, **env)  # type: ignore[call-arg]
+        direct = Settings(_env_file=None, REDIS_URL=redis_url, **env)  # type: ignore[call-arg]
+        async with connect(through) as near, connect(direct) as far:
+            first, second = Store.from_settings(near, through), Store.from_settings(far, direct)
+            with pytest.raises(StoreError):
+                async with first.turn("outage"):
+                    proxy.cut(60)  # the release and all its retries meet a dead Redis
+            lost = time.monotonic()
+            async with asyncio.timeout(lease + 10), second.turn("outage"):
+                waited = time.monotonic() - lost
+            # At most one lease plus one poll of the queue, with room for a slow machine.
+            assert waited < lease + 2.5
+            keys = [k async for k in far.scan_iter(match=f"{redis_prefix}*", count=500)]
+            if keys:
+                await far.delete(*keys)
+
+
 async def test_a_turn_released_during_a_redis_blip_does_not_hold_up_the_next(
     redis_url: str, redis_prefix: str
 ) -> None:
