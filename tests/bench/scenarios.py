@@ -447,7 +447,8 @@ async def _start_discord(stack: DiscordStack, interval: float) -> DiscordAdapter
     fake's window) rather than the test stack's own constant."""
     adapter = DiscordAdapter(settings=stack.settings, relay=stack.service,
                              metrics=stack.metrics, edit_interval=interval,
-                             guild_ready_timeout=0.05, ready_timeout=10.0)
+                             guild_ready_timeout=0.05, ready_timeout=10.0,
+                             connector=stack.discord.connector)
     await adapter.start()
     stack.adapters.append(adapter)
     return adapter
