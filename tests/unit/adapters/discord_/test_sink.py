@@ -65,7 +65,7 @@ async def test_post_edit_delete_with_mentions_disabled(
         assert call.body["allowed_mentions"] == NONE
     # A plain channel answer does not reference anything.
     assert "message_reference" not in writes[0].body
-    assert reply.budget("edit") == Budget(f"discord:{channel.id}", 1.0)
+    assert reply.budget("edit") == Budget(f"discord:{channel.id}", DEFAULT_INTERVAL)
 
 
 async def test_inline_reply_references_the_question_once(
@@ -88,7 +88,7 @@ async def test_a_thread_is_opened_from_the_question_before_the_first_write(
     reply = sink(http, channel.id,
                  open_thread=ThreadRequest(channel.id, question["id"], "a question"))
     # The thread's id is the question's id: the budget is right before it exists.
-    assert reply.budget("post") == Budget(f"discord:{question['id']}", 1.0)
+    assert reply.budget("post") == Budget(f"discord:{question['id']}", DEFAULT_INTERVAL)
     message_id = await reply.post("answer", final=True)
     (opened,) = fake.calls_to("POST", "/channels/{channel_id}/messages/{message_id}/threads")
     assert opened.body["name"] == "a question"
