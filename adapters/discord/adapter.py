@@ -518,12 +518,8 @@ class DiscordAdapter:
         if refusal is not None:
             await _reply_ephemeral(interaction, refusal)
             return
-        try:
-            # Discord waits 3 s for an acknowledgement; everything slow comes after it.
-            await interaction.response.defer(thinking=True)
-        except discord.HTTPException as exc:
-            # 40060: another process (same shard by mistake) acknowledged it first.
-            log.info("could not defer /ask %s: code %s", interaction.id, exc.code)
+        # Discord waits 3 s for an acknowledgement; everything slow comes after it.
+        if not await _defer(interaction, ephemeral=False, what="/ask"):
             return
         message = translate.ask_message(
             interaction_id=str(interaction.id),
@@ -551,30 +547,31 @@ class DiscordAdapter:
         return None
 
     async def _on_reset(self, interaction: discord.Interaction[Any]) -> None:
+        # Discord waits 3 s for an acknowledgement and Redis may be slower than that: the
+        # ephemeral "thinking" response goes out first, the answer replaces it.
+        if not await _defer(interaction, ephemeral=True, what="/reset"):
+            return
         place = self._interaction_place(interaction)
         try:
             existed = await self._relay.reset(place, str(interaction.user.id))
         except Exception:
             log.exception("Discord /reset failed")
-            await _reply_ephemeral(interaction, "Could not reset right now; try again shortly.")
+            await _edit_response(interaction, "Could not reset right now; try again shortly.")
             return
         text = (
             "Started a new conversation: your next question begins afresh."
             if existed
             else "There was no conversation to reset here; your next question starts one."
         )
-        await _reply_ephemeral(interaction, text)
+        await _edit_response(interaction, text)
 
     async def _on_feedback_button(
         self, interaction: discord.Interaction[Any], feedback: Feedback
     ) -> None:
-        if interaction.message is None:
+        # A silent acknowledgement, first on every path: the press needs no visible answer.
+        if not await _defer(interaction, ephemeral=False, what="a feedback button"):
             return
-        try:
-            # A silent acknowledgement: the press needs no visible answer.
-            await interaction.response.defer()
-        except discord.HTTPException as exc:
-            log.info("could not acknowledge a feedback button: code %s", exc.code)
+        if interaction.message is None:
             return
         # Replies are filed under the conversation's channel: a thread's parent.
         place = self._interaction_place(interaction)
@@ -631,6 +628,29 @@ def _gateway_problem(exc: BaseException) -> BaseException:
     if isinstance(exc, discord.GatewayNotFound):
         return PlatformError(f"GET /gateway/bot failed at {DISCORD_API}.")
     return exc
+
+
+async def _defer(interaction: discord.Interaction[Any], *, ephemeral: bool, what: str) -> bool:
+    """Acknowledge ``interaction`` (within Discord's 3 s); False when it cannot be."""
+    try:
+        if interaction.type is discord.InteractionType.component:
+            await interaction.response.defer()
+        else:
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    except discord.HTTPException as exc:
+        # 40060: another process (same shard by mistake) acknowledged it first; 10062: it
+        # arrived too late to answer.
+        log.info("could not acknowledge %s (%s): code %s", what, interaction.id, exc.code)
+        return False
+    return True
+
+
+async def _edit_response(interaction: discord.Interaction[Any], text: str) -> None:
+    """Replace a deferred response's "thinking" with ``text``."""
+    try:
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+    except discord.HTTPException as exc:
+        log.info("could not answer interaction %s: code %s", interaction.id, exc.code)
 
 
 async def _follow_up_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:

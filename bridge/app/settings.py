@@ -98,8 +98,11 @@ class Settings(BaseSettings):
         description="Seconds a platform event id is remembered to drop redeliveries.",
     )
     lock_ttl: int = Field(
-        300, ge=5, validation_alias=_env("BRIDGE_LOCK_TTL"),
-        description="Seconds a conversation turn lock lives if its holder dies.",
+        20, ge=3, le=3600, validation_alias=_env("BRIDGE_LOCK_TTL"),
+        description="Lease of a conversation's turn lock, in seconds: renewed every third of "
+        "it while the turn runs, so a holder that died or lost Redis at release frees the "
+        "conversation within this long. A Redis outage longer than this during a turn lets "
+        "the next turn begin.",
     )
     lock_wait: float = Field(
         600.0, gt=0, validation_alias=_env("BRIDGE_LOCK_WAIT"),

@@ -137,6 +137,11 @@ class PlatformMessageGone(PlatformError):
     """The message to edit no longer exists or can no longer be written to."""
 
 
+class PlatformMessageFrozen(PlatformError):
+    """The message exists but refuses further edits (Discord 30046: too many edits to a
+    message older than an hour); new messages are still accepted."""
+
+
 # What each documented Chatbase error code (reference §8) means for the operator: the setting
 # or service at fault, in the words a log reader needs. Request ids are logged beside it.
 _OPERATOR_HINTS: dict[str, str] = {

@@ -198,16 +198,20 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
         locks = self._locks
         interval = locks.lock_ttl / 3
         keys = self._keys()[:2]
+        pause = interval
         while True:
-            await locks.clock.sleep(interval)
+            await locks.clock.sleep(pause)
             try:
                 alive = await locks.link.run(
                     locks.scripts["heartbeat"], keys,
                     [self._token, locks.lease_ms, locks.queue_ttl_ms],
                 )
             except StoreError as exc:
+                # The lease is short: try again soon rather than a whole interval later.
                 log.warning("could not renew a conversation turn lock: %s", exc)
+                pause = min(1.0, interval)
                 continue
+            pause = interval
             if not int(alive):
                 turn.lost = True
                 log.warning("a conversation turn outlived its lock (BRIDGE_LOCK_TTL)")

@@ -10,7 +10,9 @@ call (method, route template, channel, JSON body, status), keeps the messages it
 enforces Discord's 2,000-character content limit and a per-channel message write limit
 (5 per 5 s by default, shared by POST/PATCH/DELETE on a channel's messages) with 429s and
 ``X-RateLimit-*`` headers, opens threads (id = starter message id, announced with
-THREAD_CREATE), and answers interaction callbacks and the interaction webhook.
+THREAD_CREATE), and answers interaction callbacks and the interaction webhook. Edits of a
+message named in ``old_messages`` fail like edits of a message older than an hour whose edit
+cap is spent (400, code 30046), on the channel and the interaction webhook alike.
 """
 
 from __future__ import annotations
@@ -204,6 +206,11 @@ class FakeDiscord:
         self.rate_limited: list[Call] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, Interaction] = {}
+        # Messages whose edits Discord refuses with 30046 (older than an hour, cap spent);
+        # ``refuse_edits_after`` makes every new bot message one after that many edits.
+        self.old_messages: set[str] = set()
+        self.refuse_edits_after: int | None = None
+        self._edits: dict[str, int] = {}
         self._windows: dict[str, tuple[float, int]] = {}
         self._changed = asyncio.Condition()
         self._change_pending = False
@@ -664,6 +671,13 @@ class FakeDiscord:
         return _json(message)
 
     def _edit_message(self, message: dict[str, Any], body: dict[str, Any]) -> web.Response:
+        done = self._edits.get(message["id"], 0)
+        if self.refuse_edits_after is not None and done >= self.refuse_edits_after:
+            self.old_messages.add(message["id"])
+        if message["id"] in self.old_messages:
+            return self._error(400, 30046, "Maximum number of edits to messages older than "
+                                           "1 hour reached. Try again later.")
+        self._edits[message["id"]] = done + 1
         if "content" in body:
             content = body["content"] or ""
             if len(content) > 2000:

@@ -2,9 +2,9 @@
 DiscordAdapter on discord.py, the bridge as ``compose`` builds it on real Redis, and the fake
 Chatbase.
 
-Pacing runs on real time with a shrunken budget (0.1 s between writes per channel) against
-a fake whose write limit is shrunk the same way (5 per 0.5 s), so the 5-per-5-s behaviour is
-exercised ten times faster.
+Pacing runs on real time with the product's budget shrunk ten times (0.11 s between writes
+per channel) against a fake whose write limit is shrunk the same way (5 per 0.5 s), so the
+5-per-5-s behaviour is exercised ten times faster.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.sink import DEFAULT_INTERVAL
 from bridge.app.compose import compose
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
@@ -26,8 +27,8 @@ from tests.fakes.chatbase import FakeChatbase
 from tests.fakes.discord_rest import Channel, FakeDiscord, Guild
 from tests.fakes.harness import counter_value, roomy_limiter
 
-EDIT_INTERVAL = 0.1
 RATE_WINDOW = 0.5
+EDIT_INTERVAL = DEFAULT_INTERVAL * RATE_WINDOW / 5.0
 
 
 @dataclass

@@ -27,6 +27,16 @@ def original(s: DiscordStack, interaction: dict[str, Any]) -> dict[str, Any]:
     return s.discord.messages[state.original_id]
 
 
+async def reset_answer(s: DiscordStack, interaction: dict[str, Any]) -> str:
+    """/reset's answer: acknowledged first with an ephemeral "thinking" response (before
+    Redis is touched), then that response edited to say what happened."""
+    (deferred,) = await s.discord.wait_for(lambda: callbacks(s, interaction))
+    assert deferred.body["type"] == 5 and deferred.body["data"]["flags"] == EPHEMERAL
+    text: str = await s.discord.wait_for(lambda: original(s, interaction)["content"])
+    assert original(s, interaction)["flags"] & EPHEMERAL
+    return text
+
+
 async def test_commands_are_synced_at_start(redis_url: str, redis_prefix: str) -> None:
     async with discord_stack(redis_url, redis_prefix) as s:
         assert sorted(c["name"] for c in s.discord.commands["global"]) == ["ask", "reset"]
@@ -100,10 +110,7 @@ async def test_reset_forgets_the_conversation_and_answers_ephemerally(
         assert "conversationId" in s.chatbase.chat_calls[1].body
 
         reset = await s.discord.slash(ann, s.channel, "reset")
-        (answer,) = await s.discord.wait_for(lambda: callbacks(s, reset))
-        assert answer.body["type"] == 4
-        assert answer.body["data"]["flags"] == EPHEMERAL
-        assert answer.body["data"]["content"].startswith("Started a new conversation")
+        assert (await reset_answer(s, reset)).startswith("Started a new conversation")
 
         asked = await s.discord.slash(ann, s.channel, "ask", question="fresh")
         await s.discord.wait_for(lambda: s.discord.interactions[asked["token"]].original_id
@@ -123,11 +130,9 @@ async def test_a_mention_thread_and_reset_inside_it(redis_url: str, redis_prefix
         await s.adapter.wait_idle()
         # /reset in the thread forgets that thread's conversation, not some other one.
         reset = await s.discord.slash(ann, thread, "reset")
-        (answer,) = await s.discord.wait_for(lambda: callbacks(s, reset))
-        assert answer.body["data"]["content"].startswith("Started a new conversation")
+        assert (await reset_answer(s, reset)).startswith("Started a new conversation")
         reset_channel = await s.discord.slash(ann, s.channel, "reset")
-        (nothing,) = await s.discord.wait_for(lambda: callbacks(s, reset_channel))
-        assert nothing.body["data"]["content"].startswith("There was no conversation")
+        assert (await reset_answer(s, reset_channel)).startswith("There was no conversation")
 
 
 async def test_ask_outside_the_allowed_channels_or_while_stopping_is_refused_privately(

@@ -251,3 +251,32 @@ async def test_the_catch_all_tells_the_user_something_went_wrong(
         await s.adapter.wait_idle()
         assert [m["content"] for m in told] == [SOMETHING_WENT_WRONG]
         assert s.adapter.in_flight == 0
+
+
+async def test_an_edit_refused_with_30046_continues_the_answer_in_a_new_message(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Discord caps edits of messages older than an hour (error 30046): the message keeps
+    what it shows and the rest of the answer follows in a new message, ending exact."""
+    async with discord_stack(redis_url, redis_prefix) as s:
+        gate = Gate()
+        s.chatbase.script(Answer(deltas=["Part one.\n\n", "Part ", "two."], gate=gate))
+        asker = s.discord.user("ann")
+        question = await s.discord.send_message(asker, s.channel, "Tell me", mention_bot=True)
+        thread_id = question["id"]
+        gate.release(1)
+        (posted,) = await s.discord.wait_for(lambda: bot_messages(s, thread_id))
+        assert posted["content"] == "Part one.\n\n" + MARK
+        s.discord.old_messages.add(posted["id"])
+        gate.open()
+        first, rest = await s.discord.wait_for(
+            lambda: (found := bot_messages(s, thread_id)) and len(found) == 2
+            and found[1]["content"] == "Part two." and found)
+        assert first["id"] == posted["id"] and first["content"] == "Part one.\n\n" + MARK
+        assert first["content"].removesuffix(MARK) + rest["content"] == "Part one.\n\nPart two."
+        refused = [c for c in writes(s, thread_id) if c.status == 400]
+        assert len(refused) == 1 and refused[0].method == "PATCH"
+        await s.adapter.wait_idle()
+        # Both messages belong to the answer: feedback on either finds it.
+        for message in (first, rest):
+            assert await s.store.find_reply(Platform.DISCORD, s.channel.id, message["id"])

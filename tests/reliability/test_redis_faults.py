@@ -15,15 +15,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from adapters.discord.views import POSITIVE_ID
 from adapters.slack.adapter import RESET_FAILED, RESET_NOTHING
 from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
 from bridge.core.errors import StoreError
 from tests.fakes import secrets
 from tests.fakes.chatbase import Answer, Gate
+from tests.fakes.discord_stack import discord_stack
 from tests.fakes.slack import event_envelope, mention_event, slash_command
 from tests.fakes.slack_stack import slack_stack
 from tests.integration.cli_process import bare_env, run_cli
@@ -198,6 +201,52 @@ async def test_slow_redis_still_lets_slack_acknowledge_in_time(
         proxy.delay = 0.0
 
 
+async def test_slow_redis_still_lets_discord_acknowledge_every_interaction_in_time(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Discord gives an interaction 3 s for its first response; /ask, /reset and a button
+    press are acknowledged before a slow Redis has answered anything."""
+    callback = "/interactions/{interaction_id}/{token}/callback"
+    slow = 1.5  # each way: one Redis round trip takes 3 s
+
+    async with RedisProxy(redis_url) as proxy, discord_stack(
+            proxy.url, redis_prefix, BRIDGE_DISCORD_FEEDBACK_BUTTONS="true") as s:
+        ann = s.discord.user("ann")
+        s.chatbase.script(Answer(text="Slowly but surely."))
+
+        def acknowledged(interaction: dict[str, Any]) -> list[Any]:
+            return [c for c in s.discord.calls_to("POST", callback)
+                    if c.path.startswith(f"/interactions/{interaction['id']}/")]
+
+        def answer_of(interaction: dict[str, Any]) -> str:
+            state = s.discord.interactions[interaction["token"]]
+            message = s.discord.messages.get(state.original_id or "")
+            return str(message["content"]) if message else ""
+
+        proxy.delay = slow
+        for name, options in (("ask", {"question": "hi"}), ("reset", {})):
+            started = time.monotonic()
+            interaction = await s.discord.slash(ann, s.channel, name, **options)
+            (ack,) = await s.discord.wait_for(lambda i=interaction: acknowledged(i))
+            assert ack.at - started < slow, name
+            assert ack.body["type"] == 5
+            await s.discord.wait_for(lambda i=interaction: answer_of(i), within=30)
+            # The answer needed Redis, so it came after the delay: it really was in the way.
+            assert time.monotonic() - started > slow
+        await s.adapter.wait_idle()
+        asked = next(m for m in s.discord.messages.values()
+                     if m["content"] == "Slowly but surely.")
+        await s.discord.wait_for(lambda: s.discord.messages[asked["id"]]["components"],
+                                 within=30)
+
+        started = time.monotonic()
+        press = await s.discord.press(ann, s.discord.messages[asked["id"]], POSITIVE_ID)
+        (ack,) = await s.discord.wait_for(lambda: acknowledged(press))
+        assert ack.at - started < slow and ack.body["type"] == 6
+        await s.chatbase.wait_for(lambda: len(s.chatbase.feedback_calls) == 1, within=30)
+        proxy.delay = 0.0
+
+
 async def test_a_busy_replica_is_not_refused_by_its_own_connection_pool(
     redis_url: str, redis_prefix: str
 ) -> None:
@@ -225,6 +274,36 @@ async def test_a_busy_replica_is_not_refused_by_its_own_connection_pool(
 async def _take_turn(store: object) -> None:
     async with store.turn("busy-conversation"):  # type: ignore[attr-defined]
         pass
+
+
+async def test_a_release_lost_to_a_redis_outage_holds_the_next_turn_one_short_lease(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Redis stays away longer than the release retries: the lease is not removed, so the
+    conversation's next turn waits for it to lapse. That is one short lease (renewed by the
+    heartbeat while a turn runs), not minutes."""
+    from bridge.store import Store, connect
+
+    assert Settings(_env_file=None).lock_ttl <= 30  # type: ignore[call-arg]
+    lease = 3
+    env = {"BRIDGE_REDIS_PREFIX": redis_prefix, "BRIDGE_LOCK_WAIT": 60,
+           "BRIDGE_LOCK_TTL": lease}
+    async with RedisProxy(redis_url) as proxy:
+        through = Settings(_env_file=None, REDIS_URL=proxy.url, **env)  # type: ignore[call-arg]
+        direct = Settings(_env_file=None, REDIS_URL=redis_url, **env)  # type: ignore[call-arg]
+        async with connect(through) as near, connect(direct) as far:
+            first, second = Store.from_settings(near, through), Store.from_settings(far, direct)
+            with pytest.raises(StoreError):
+                async with first.turn("outage"):
+                    proxy.cut(60)  # the release and all its retries meet a dead Redis
+            lost = time.monotonic()
+            async with asyncio.timeout(lease + 10), second.turn("outage"):
+                waited = time.monotonic() - lost
+            # At most one lease plus one poll of the queue, with room for a slow machine.
+            assert waited < lease + 2.5
+            keys = [k async for k in far.scan_iter(match=f"{redis_prefix}*", count=500)]
+            if keys:
+                await far.delete(*keys)
 
 
 async def test_a_turn_released_during_a_redis_blip_does_not_hold_up_the_next(

@@ -14,7 +14,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
+from bridge.core.errors import (
+    PlatformError,
+    PlatformMessageFrozen,
+    PlatformMessageGone,
+    PlatformRateLimited,
+)
+from bridge.core.notices import CUT_OFF
 from bridge.core.ports import Budget, Clock, Operation, ReplySink
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.split import Fence, Part, fence_after, split_text
@@ -23,6 +29,18 @@ log = logging.getLogger(__name__)
 
 # Consecutive failed platform calls after which a reply stops trying.
 MAX_FAILURES = 6
+# What the last shown part says when the platform refused every write and the bridge gave
+# up: the text shown so far stays, without the progress mark, and says it is incomplete.
+GAVE_UP_REASON = "this conversation stopped accepting the bridge's messages"
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """One part as it should look: its text, and where its body sits in the answer."""
+
+    text: str
+    start: int
+    body: int
 
 
 @dataclass(slots=True)
@@ -31,6 +49,8 @@ class _Step:
     text: str
     op: Operation
     final: bool
+    start: int = 0
+    body: int = 0
 
 
 class Renderer:
@@ -55,13 +75,14 @@ class Renderer:
         self._final: str | None = None
         self._answered = False
         # Parts that can no longer change (a later part exists), and where the rest starts.
-        self._sealed: list[str] = []
+        self._sealed: list[_Want] = []
         self._tail_start = 0
         self._tail_fence: Fence | None = None
         self._ids: list[str | None] = list(existing)
         self._shown: list[str | None] = [None] * len(existing)
         self._finalised: list[bool] = [False] * len(existing)
-        self._stale: list[str] = []
+        # (start, body length) in the answer of the text last shown in each part.
+        self._spans: list[tuple[int, int] | None] = [None] * len(existing)
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._working: asyncio.Task[None] | None = None
@@ -128,34 +149,42 @@ class Renderer:
 
     # ------------------------------------------------------------------ planning
 
-    def _desired(self) -> tuple[list[str], bool]:
+    def _desired(self) -> tuple[list[_Want], bool]:
         final = self._final is not None
         text = self._final if self._final is not None else self.text
-        parts = split_text(text[self._tail_start:], self._limit, fence=self._tail_fence)
+        tail = text[self._tail_start:]
+        parts = split_text(tail, self._limit, fence=self._tail_fence)
         if len(parts) > 1 and not final:
             self._seal(parts[:-1], parts[-1])
             parts = parts[-1:]
-        visible = [p.text for p in parts]
-        if not final and visible:
-            visible[-1] += self._mark
-        return self._sealed + visible, final
+        if not tail and self._sealed:
+            parts = []  # everything is in the sealed parts (a part frozen at the very end)
+        wants: list[_Want] = []
+        at = self._tail_start
+        for part in parts:
+            wants.append(_Want(part.text, at, len(part.body)))
+            at += len(part.body)
+        if not final and wants:
+            last = wants[-1]
+            wants[-1] = _Want(last.text + self._mark, last.start, last.body)
+        return self._sealed + wants, final
 
     def _seal(self, done: list[Part], rest: Part) -> None:
         for part in done:
-            self._sealed.append(part.text)
+            self._sealed.append(_Want(part.text, self._tail_start, len(part.body)))
             self._tail_start += len(part.body)
         self._tail_fence = fence_after(rest.prefix, None) if rest.prefix else None
 
-    def _next_step(self, desired: list[str], final: bool) -> _Step | None:
+    def _next_step(self, desired: list[_Want], final: bool) -> _Step | None:
         if not final and not self.text.strip():
             return None  # nothing worth showing yet: never post a bare placeholder
         last = len(desired) - 1
-        for index, text in enumerate(desired):
+        for index, want in enumerate(desired):
             part_final = final or index < last
             if index >= len(self._ids) or self._ids[index] is None:
-                return _Step(index, text, "post", part_final)
-            if self._shown[index] != text or (part_final and not self._finalised[index]):
-                return _Step(index, text, "edit", part_final)
+                return _Step(index, want.text, "post", part_final, want.start, want.body)
+            if self._shown[index] != want.text or (part_final and not self._finalised[index]):
+                return _Step(index, want.text, "edit", part_final, want.start, want.body)
         return None
 
     # ------------------------------------------------------------------ writing
@@ -179,6 +208,7 @@ class Renderer:
             if failures >= MAX_FAILURES:
                 log.error("giving up on this reply after %s failed platform calls", failures)
                 self.failed = True
+                await self._last_word()
                 return
 
     async def _paced(self, step: _Step) -> tuple[_Step, Budget] | None:
@@ -202,6 +232,12 @@ class Renderer:
             # token or the budgets are too generous for this workspace.
             log.warning("platform throttled a reply: %s", exc)
             await self._pacer.penalise(budget, exc.retry_after)
+            return failures
+        except PlatformMessageFrozen as exc:
+            # Not a failure: the part keeps what it shows and the answer goes on below it.
+            log.warning("reply message %s can no longer be edited, continuing in a new "
+                        "message: %s", self._ids[step.index], exc)
+            await self._freeze(step.index)
             return failures
         except PlatformMessageGone as exc:
             # Counted as a failure: a thread archived or locked under the reply refuses the
@@ -229,6 +265,7 @@ class Renderer:
                 self._ids.append(None)
                 self._shown.append(None)
                 self._finalised.append(False)
+                self._spans.append(None)
             self._ids[step.index] = message_id
             if self.first_text_at is None and step.text.strip():
                 self.first_text_at = self._clock.now()
@@ -240,6 +277,59 @@ class Renderer:
                 self.first_text_at = self._clock.now()
         self._shown[step.index] = step.text
         self._finalised[step.index] = step.final
+        self._spans[step.index] = (step.start, step.body)
+
+    async def _freeze(self, index: int) -> None:
+        """Part ``index`` refuses edits for good (Discord: a message older than an hour,
+        error 30046): it keeps the text it shows, and the rest of the answer follows in new
+        messages after it."""
+        span, shown, message_id = self._spans[index], self._shown[index], self._ids[index]
+        text = self._final if self._final is not None else self.text
+        ended_here = span is not None and self._final is not None and not text[sum(span):]
+        if span is None or shown is None or (
+            ended_here and bool(self._mark) and shown.endswith(self._mark)
+        ):
+            # Nothing of this answer is in it (an old reply being regenerated), or all of
+            # the rest is but under the progress mark: the part is posted anew, and a
+            # message of this answer that would look unfinished goes.
+            if message_id is not None and span is not None:
+                try:
+                    await self._sink.delete(message_id)
+                except PlatformError as exc:
+                    log.warning("could not delete a reply message that cannot be edited: %s",
+                                exc)
+            self._ids[index] = None
+            return
+        start, body = span
+        wants, _ = self._desired()
+        self._sealed = [*wants[:index], _Want(shown, start, body)]
+        self._tail_start = start + body
+        self._tail_fence = _fence_at(text, self._tail_start)
+        self._finalised[index] = True
+
+    async def _last_word(self) -> None:
+        """After giving up, one best-effort write per part still showing the progress mark:
+        the text shown so far without the mark, saying the answer is incomplete. One attempt
+        each; a platform that refuses it too is left alone."""
+        if not self._mark:
+            return
+        for index, shown in enumerate(self._shown):
+            message_id = self._ids[index]
+            if (message_id is None or shown is None or self._finalised[index]
+                    or not shown.endswith(self._mark)):
+                continue
+            body = shown[: -len(self._mark)]
+            note = "\n\n" + CUT_OFF.format(reason=GAVE_UP_REASON)
+            text = body + note if len(body) + len(note) <= self._limit else body
+            await self._pacer.wait(self._sink.budget("edit", final=True))
+            try:
+                self.calls += 1
+                await self._sink.edit(message_id, text, final=True)
+            except PlatformError as exc:
+                log.warning("the last attempt to finish this reply failed too: %s", exc)
+                continue
+            self._shown[index] = text
+            self._finalised[index] = True
 
     async def _drop_stale(self, keep: int) -> None:
         """A regenerated answer with fewer parts than before: remove the leftover messages."""
@@ -253,3 +343,11 @@ class Renderer:
             except PlatformError as exc:
                 log.warning("could not delete leftover reply message: %s", exc)
             self._ids[index] = None
+
+
+def _fence_at(text: str, offset: int) -> Fence | None:
+    """The code fence open at ``offset`` of ``text``."""
+    fence: Fence | None = None
+    for line in text[:offset].splitlines(keepends=True):
+        fence = fence_after(line, fence)
+    return fence

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.core.errors import PlatformError, PlatformRateLimited
+from bridge.core.errors import PlatformError, PlatformMessageFrozen, PlatformRateLimited
+from bridge.core.notices import CUT_OFF
 from bridge.core.rendering.pacing import LocalSlots, Pacer
-from bridge.core.rendering.renderer import Renderer
+from bridge.core.rendering.renderer import GAVE_UP_REASON, MAX_FAILURES, Renderer
 from bridge.core.split import Fence, fence_after, join_bodies, split_text
 from tests.fakes.clock import FakeClock
 from tests.fakes.sink import RecordingSink, Shared
@@ -177,3 +178,76 @@ async def test_repeated_platform_errors_give_up_without_hanging() -> None:
         await renderer.finish()
     assert renderer.failed
     assert sink.answered is False
+
+
+async def test_a_part_that_refuses_edits_keeps_its_text_and_the_rest_follows() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("First paragraph.\n\n")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.append(PlatformMessageFrozen("30046"))
+        renderer.append("Second part.")
+        ids = await renderer.finish()
+    assert ids == ("m1", "m2")
+    first, rest = sink.visible()
+    # The old message stays as it was; the answer goes on, and ends, in a new one.
+    assert first == "First paragraph.\n\n ▌"
+    assert rest == "Second part."
+    assert first.removesuffix(" ▌") + rest == "First paragraph.\n\nSecond part."
+    assert sink.answered is True and not renderer.failed
+
+
+async def test_a_part_frozen_inside_a_code_block_reopens_the_fence() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("```py\nx = 1\n")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.append(PlatformMessageFrozen("30046"))
+        renderer.append("y = 2\n```\nDone.")
+        await renderer.finish()
+    first, rest = sink.visible()
+    assert first == "```py\nx = 1\n``` ▌"
+    assert rest == "```py\ny = 2\n```\nDone."
+
+
+async def test_a_last_part_frozen_under_the_mark_is_posted_anew() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("All of it")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.append(PlatformMessageFrozen("30046"))
+        ids = await renderer.finish()
+    assert sink.visible() == ["All of it"]
+    assert ids == ("m2",) and "m1" not in sink.shared.messages
+
+
+async def test_giving_up_makes_one_last_write_without_the_progress_mark() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("shown so far")
+        await sink.wait_calls(1, "post")
+        # Refuses every write until the bridge gives up, then accepts one.
+        sink.fail_next.extend(PlatformError("locked") for _ in range(MAX_FAILURES))
+        renderer.append(" and more")
+        await renderer.finish()
+    assert renderer.failed and sink.answered is False
+    assert sink.visible() == ["shown so far\n\n" + CUT_OFF.format(reason=GAVE_UP_REASON)]
+
+
+async def test_a_platform_refusing_everything_gets_one_last_attempt_not_a_loop() -> None:
+    clock = FakeClock(auto=True)
+    sink, renderer = make(clock)
+    async with renderer:
+        renderer.append("shown so far")
+        await sink.wait_calls(1, "post")
+        sink.fail_next.extend(PlatformError("missing permission") for _ in range(50))
+        renderer.append(" and more")
+        await renderer.finish()
+    assert renderer.failed
+    # MAX_FAILURES refused calls, then exactly one last attempt.
+    assert len(sink.fail_next) == 50 - MAX_FAILURES - 1
+    assert sink.visible() == ["shown so far ▌"]
