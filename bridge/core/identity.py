@@ -51,17 +51,7 @@ def chatbase_user_id(place: Place, author: str, *, secret: str | None) -> str:
     return plain
 
 
-def _key(
-    place: Place, thread: str | None, author: str, scope: ConversationScope, agent: str | None
-) -> str:
-    key = _place_part(place, thread, author, scope)
-    # A Chatbase conversation belongs to one agent (another agent's id answers 404), so the
-    # agent names the key: a new CHATBASE_AGENT_ID finds no conversation and starts afresh.
-    # ':' never appears in an escaped part, so "agent:" cannot be mistaken for a platform.
-    return f"agent-{escape(agent)}:{key}" if agent is not None else key
-
-
-def _place_part(place: Place, thread: str | None, author: str, scope: ConversationScope) -> str:
+def _key(place: Place, thread: str | None, author: str, scope: ConversationScope) -> str:
     name = place.platform.value
     if place.is_dm:
         # One rolling conversation per person per DM, threads or not (DESIGN: DMs).
@@ -75,22 +65,18 @@ def _place_part(place: Place, thread: str | None, author: str, scope: Conversati
     return f"{name}:{escape(place.workspace)}:{escape(channel)}:{who}"
 
 
-def conversation_key(
-    message: InboundMessage, *, scope: ConversationScope, agent: str | None = None
-) -> str:
+def conversation_key(message: InboundMessage, *, scope: ConversationScope) -> str:
     """The key of the conversation ``message`` belongs to (DESIGN: "Conversation key").
 
     Slack ``(team, channel, thread, user)``, Discord ``(guild, channel-or-thread, user)``,
     DMs ``(dm channel, user)``. With ``thread`` scope everyone in a thread shares one
-    conversation. With ``agent`` (the Chatbase agent id) the key is that agent's: the
-    service always passes it; without it, the key conversations had before keys named their
-    agent. Parts are escaped, so the key is safe inside a Redis key.
+    conversation. The agent that owns the stored conversation is kept beside it, not in the
+    key, so the place stays the bot's when CHATBASE_AGENT_ID changes. Parts are escaped, so
+    the key is safe inside a Redis key.
     """
-    return _key(message.place, message.conversation_thread, message.author, scope, agent)
+    return _key(message.place, message.conversation_thread, message.author, scope)
 
 
-def place_key(
-    place: Place, author: str, *, scope: ConversationScope, agent: str | None = None
-) -> str:
+def place_key(place: Place, author: str, *, scope: ConversationScope) -> str:
     """The key a message by ``author`` at ``place`` would get (for a reset command)."""
-    return _key(place, place.thread, author, scope, agent)
+    return _key(place, place.thread, author, scope)

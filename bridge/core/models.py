@@ -196,8 +196,11 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class ConversationState:
-    """What the store keeps per conversation key. ``last_turn_at`` is wall-clock seconds."""
+    """What the store keeps per conversation key. ``last_turn_at`` is wall-clock seconds;
+    ``agent`` is the Chatbase agent that owns the conversation (None: kept before the bridge
+    recorded it)."""
 
     conversation_id: str
     latest_message_id: str | None
     last_turn_at: float
+    agent: str | None = None

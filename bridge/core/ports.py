@@ -194,7 +194,8 @@ class Turn(Protocol):
     state: ConversationState | None
 
     def remember(
-        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None,
+        *, agent: str | None = None,
     ) -> None: ...
 
     def forget(self) -> None: ...

@@ -115,7 +115,8 @@ class _MemorylessTurn:
     state: ConversationState | None = None
 
     def remember(
-        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None,
+        *, agent: str | None = None,
     ) -> None:
         pass
 
@@ -237,7 +238,12 @@ class RelayService:
     def _current_state(
         self, message: InboundMessage, state: ConversationState | None
     ) -> ConversationState | None:
-        """The conversation to continue: none after a DM was idle past BRIDGE_DM_IDLE_RESET."""
+        """The conversation to continue: none when another agent owns the stored one (a
+        Chatbase conversation belongs to one agent: CHATBASE_AGENT_ID changed), or after a DM
+        was idle past BRIDGE_DM_IDLE_RESET."""
+        if state is not None and state.agent not in (None, self._chatbase.agent_id):
+            log.info("the stored conversation belongs to another agent; starting a new one")
+            return None
         idle = self._settings.dm_idle_reset
         if (state is not None and message.place.is_dm and idle
                 and time.time() - state.last_turn_at > idle):
@@ -291,7 +297,8 @@ class RelayService:
                 if result.conversation_id:
                     record = self._reply_record(message, result,
                                                 _reply_ids(part_ids, sink))
-                    turn.remember(result.conversation_id, result.message_id, record)
+                    turn.remember(result.conversation_id, result.message_id, record,
+                                  agent=self._chatbase.agent_id)
         finally:
             gauge.dec()
 
@@ -492,31 +499,20 @@ class RelayService:
                 log.warning("could not remember this turn: %s", exc)
 
     def _key(self, message: InboundMessage) -> str:
-        """The conversation key of ``message``, scoped to the agent this bridge talks to:
-        a conversation belongs to one agent, so another CHATBASE_AGENT_ID starts afresh."""
-        return conversation_key(message, scope=self._settings.conversation_scope,
-                                agent=self._chatbase.agent_id)
+        return conversation_key(message, scope=self._settings.conversation_scope)
 
     async def has_conversation(self, message: InboundMessage) -> bool:
-        scope = self._settings.conversation_scope
-        # The key without an agent is where conversations were kept before keys named their
-        # agent; a thread remembered there is still one the bot takes part in.
-        keys = (self._key(message), conversation_key(message, scope=scope))
+        # Whichever agent answered there: a thread the bot took part in stays one after
+        # CHATBASE_AGENT_ID changes (the next turn then starts the new agent's conversation).
         try:
-            for key in keys:
-                if await self._store.has_conversation(key):
-                    return True
+            return await self._store.has_conversation(self._key(message))
         except StoreError as exc:
             log.warning("cannot tell whether a thread is a conversation: %s", exc)
         return False
 
     async def reset(self, place: Place, author: str) -> bool:
         scope = self._settings.conversation_scope
-        forgot = await self._store.forget_conversation(
-            place_key(place, author, scope=scope, agent=self._chatbase.agent_id)
-        )
-        return await self._store.forget_conversation(place_key(place, author, scope=scope)) \
-            or forgot
+        return await self._store.forget_conversation(place_key(place, author, scope=scope))
 
     # ------------------------------------------------------------------ feedback
 
@@ -633,6 +629,7 @@ class RelayService:
                 new_id,
                 replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
                         part_ids=_reply_ids(part_ids, sink)),
+                agent=self._chatbase.agent_id,
             )
 
     async def _question_before(self, record: ReplyRecord) -> Question | None:

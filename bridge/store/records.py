@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def dump_state(state: ConversationState) -> str:
-    return json.dumps(
-        {"c": state.conversation_id, "m": state.latest_message_id, "t": state.last_turn_at}
-    )
+    data: dict[str, Any] = {
+        "c": state.conversation_id, "m": state.latest_message_id, "t": state.last_turn_at,
+    }
+    if state.agent is not None:
+        data["a"] = state.agent
+    return json.dumps(data)
 
 
 def load_state(raw: Any) -> ConversationState | None:
@@ -39,6 +42,7 @@ def load_state(raw: Any) -> ConversationState | None:
             conversation_id=str(data["c"]),
             latest_message_id=None if data.get("m") is None else str(data["m"]),
             last_turn_at=float(data.get("t", 0.0)),
+            agent=None if data.get("a") is None else str(data["a"]),
         )
     except (ValueError, TypeError, KeyError):
         log.warning("ignoring an unreadable conversation record")

@@ -117,11 +117,12 @@ class Turn:
         self._replies: list[ReplyRecord] = []
 
     def remember(
-        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None
+        self, conversation_id: str, latest_message_id: str | None, reply: ReplyRecord | None,
+        *, agent: str | None = None,
     ) -> None:
-        """Keep ``conversation_id`` for this key (sliding TTL) and map every part of
-        ``reply`` to it."""
-        state = ConversationState(conversation_id, latest_message_id, self._clock.now())
+        """Keep ``conversation_id`` (of ``agent``) for this key (sliding TTL) and map every
+        part of ``reply`` to it."""
+        state = ConversationState(conversation_id, latest_message_id, self._clock.now(), agent)
         self._action, self._state_text = "set", dump_state(state)
         if reply is not None:
             self._replies.append(reply)

@@ -112,6 +112,8 @@ async def test_changing_the_agent_starts_fresh_conversations(
             ))
             other = Replica(bridge)
             follow = h.message("after the switch")
+            # The thread is still the bot's: a follow-up without a mention is answered.
+            assert await other.service.has_conversation(follow)
             sink = h.sink()
             await other.service.handle_message(follow, sink)
             assert sink.joined() == "Echo: after the switch"
@@ -122,11 +124,10 @@ async def test_changing_the_agent_starts_fresh_conversations(
             new = next(c for c in h.fake.conversations if c != old)
             await other.service.handle_message(h.message("and on"), h.sink())
             assert h.fake.chat_calls[-1].body["conversationId"] == new
-        # The old agent's conversation is where it was, under its own agent.
-        key = conversation_key(h.message("x"), scope=h.settings.conversation_scope,
-                               agent=h.fake.agent_id)
+        # The place now remembers the new agent's conversation, and which agent owns it.
+        key = conversation_key(h.message("x"), scope=h.settings.conversation_scope)
         state = json.loads(await h.store.redis.get(h.store.keys.conversation(key)))
-        assert state["c"] == old
+        assert (state["c"], state["a"]) == (new, "agent-new")
 
 
 async def test_the_fake_refuses_another_agents_conversation(

@@ -311,8 +311,7 @@ async def test_dm_starts_over_after_idle(redis_url: str, redis_prefix: str) -> N
         await h.service.handle_message(h.message("still here", dm=True, channel="D1"), h.sink())
         assert h.fake.chat_calls[1].body.get("conversationId")
         # Age the stored turn past the idle time.
-        key = conversation_key(first, scope=h.settings.conversation_scope,
-                               agent=h.fake.agent_id)
+        key = conversation_key(first, scope=h.settings.conversation_scope)
         redis_key = h.store.keys.conversation(key)
         state = json.loads(await h.store.redis.get(redis_key))
         state["t"] -= 3600

@@ -80,8 +80,7 @@ async def test_forged_tampered_replayed_and_stale_slack_requests(
         assert [d.status for d in refused] == [401] * len(refused)
         assert len(r.chatbase.chat_calls) == chats and r.chatbase.feedback_calls == []
         place = Place(platform=Platform.SLACK, workspace="T0TEAM", channel="D0DM", is_dm=True)
-        key = place_key(place, "U0ASKER", scope=ConversationScope.USER,
-                        agent=r.chatbase.agent_id)
+        key = place_key(place, "U0ASKER", scope=ConversationScope.USER)
         assert await r.replicas[0].store.has_conversation(key)
         assert logs.find("refused a Slack request", level=logging.INFO)
         assert not [line for line in logs.lines(logging.INFO) if "zebra" in line]
