@@ -411,7 +411,7 @@ class SlackAdapter:
                           notice=lambda: self._tell_presser(body))
 
     async def _on_reset(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        request = translate.reset_request(body, self._scope)
+        request = translate.reset_request(body, self._scope, self._bot)
         if request is None:
             await _ephemeral(ack, RESET_NOT_HERE)
             return

@@ -410,7 +410,26 @@ def _press_workspace(body: Mapping[str, Any], bot: BotIdentity) -> tuple[str, st
 # --------------------------------------------------------------------------- reset
 
 
-def reset_request(body: Any, scope: Scope) -> ResetRequest | None:
+def _command_workspace(
+    body: Mapping[str, Any], bot: BotIdentity
+) -> tuple[str, str | None] | None:
+    """(workspace, enterprise) a slash command is keyed and filtered by: the same rule as
+    ``_workspace`` for events, so a reset finds the conversation a message made.
+
+    A command's ``team_id`` is the invoking person's workspace, which in a shared channel
+    can be the other organisation; the installation this bridge's one token serves is the
+    bot's own team (``auth.test``). Under an org-wide install (``is_enterprise_install``,
+    a "true"/"false" string in the form body) the enterprise is the workspace."""
+    enterprise = _id(body, "enterprise_id") or bot.enterprise_id
+    if str(body.get("is_enterprise_install")).lower() == "true" and enterprise:
+        return enterprise, enterprise
+    team = bot.team_id or _id(body, "team_id") or enterprise
+    if team is None:
+        return None
+    return team, enterprise
+
+
+def reset_request(body: Any, scope: Scope, bot: BotIdentity) -> ResetRequest | None:
     """The reset slash command: the DM it was used in, or a channel thread.
 
     Slack's slash-command payload has no thread field, so in a channel the thread is taken
@@ -420,10 +439,10 @@ def reset_request(body: Any, scope: Scope) -> ResetRequest | None:
         return None
     author = _id(body, "user_id")
     channel = _id(body, "channel_id")
-    enterprise = _id(body, "enterprise_id")
-    workspace = _id(body, "team_id") or enterprise
-    if author is None or channel is None or workspace is None:
+    where = _command_workspace(body, bot)
+    if author is None or channel is None or where is None:
         return None
+    workspace, enterprise = where
     is_dm = channel.startswith("D") or body.get("channel_name") == "directmessage"
     if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=is_dm):
         return None

@@ -46,10 +46,10 @@ from aiohttp.test_utils import TestServer
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.sink import SlackPacing, SlackSink
 from bridge.app.compose import compose
-from bridge.app.logs import _context
 from bridge.app.settings import Settings
 from bridge.core import notices
 from bridge.core.clock import SystemClock
+from bridge.core.context import current as log_context
 from bridge.core.models import InboundFeedbackButton, InboundMessage, InboundReaction, Place
 from bridge.core.ports import ReplySink, SinkOpener
 from bridge.core.service import RelayService
@@ -291,7 +291,7 @@ class LogWatch(logging.Handler):
         if any(value in text for value in secrets._known):
             self.secret_leaks += 1
         if text.startswith("answering without de-duplication"):
-            event = _context.get().get("event")
+            event = log_context().get("event")
             if event:
                 self.undeduplicated.add(event)
         self.kinds[f"{record.levelname} {record.name}: {_shape(text)}"] += 1

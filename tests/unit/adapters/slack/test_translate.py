@@ -201,28 +201,30 @@ def test_feedback_button_press() -> None:
 
 
 def test_reset_in_a_dm_and_in_threads() -> None:
-    dm = translate.reset_request(slash_command(), ALL)
+    dm = translate.reset_request(slash_command(), ALL, BOT)
     assert dm == ResetRequest(author="U0ASKER", place=Place(
         platform=Platform.SLACK, workspace="T0TEAM", channel="D0DM", is_dm=True))
     link = "https://fake.slack.com/archives/C0CHAN/p1700000000000100"
-    by_link = translate.reset_request(slash_command(channel="C0CHAN", text=link), ALL)
+    by_link = translate.reset_request(slash_command(channel="C0CHAN", text=link), ALL, BOT)
     assert by_link is not None and by_link.place is not None
     assert by_link.place.thread == PARENT and not by_link.place.is_dm
     reply_link = ("https://fake.slack.com/archives/C0CHAN/p1700000009000900"
                   f"?thread_ts={PARENT}&cid=C0CHAN")
-    by_reply = translate.reset_request(slash_command(channel="C0CHAN", text=reply_link), ALL)
+    by_reply = translate.reset_request(slash_command(channel="C0CHAN", text=reply_link), ALL, BOT)
     assert by_reply is not None and by_reply.place is not None
     assert by_reply.place.thread == PARENT
-    field = translate.reset_request(slash_command(channel="C0CHAN", thread_ts=PARENT), ALL)
+    field = translate.reset_request(slash_command(channel="C0CHAN", thread_ts=PARENT), ALL, BOT)
     assert field is not None and field.place is not None and field.place.thread == PARENT
-    nowhere = translate.reset_request(slash_command(channel="C0CHAN"), ALL)
+    nowhere = translate.reset_request(slash_command(channel="C0CHAN"), ALL, BOT)
     assert nowhere == ResetRequest(author="U0ASKER", place=None)
     elsewhere = translate.reset_request(
-        slash_command(channel="C0CHAN", text=link.replace("C0CHAN", "C0ELSE")), ALL
+        slash_command(channel="C0CHAN", text=link.replace("C0CHAN", "C0ELSE")), ALL, BOT
     )
     assert elsewhere is not None and elsewhere.place is None
+    # A bridge whose installation is not known yet judges the command's own team.
     assert translate.reset_request(slash_command(team_id="T0X"),
-                                   Scope(teams=frozenset({"T0TEAM"}))) is None
+                                   Scope(teams=frozenset({"T0TEAM"})),
+                                   BotIdentity(user_id="UBOT")) is None
 
 
 # --------------------------------------------------------------------------- never crash
@@ -263,7 +265,7 @@ TRANSLATORS: list[Callable[[Any], object]] = [
     lambda b: translate.message(b, BOT, ALL),
     lambda b: translate.reaction(b, BOT, ALL),
     lambda b: translate.feedback_button(b, BOT, ALL),
-    lambda b: translate.reset_request(b, ALL),
+    lambda b: translate.reset_request(b, ALL, BOT),
 ]
 VALID = (InboundMessage, InboundReaction, InboundFeedbackButton, ResetRequest)
 
@@ -384,6 +386,33 @@ def test_org_wide_install_keys_on_the_enterprise() -> None:
     assert message.place.workspace == "E111" and message.place.enterprise == "E111"
     assert message.text == ""  # a bare mention: the core answers with a friendly prompt
     assert translate.is_mention(message) and message.reply_thread == message.message_id
+
+
+def test_reset_keys_on_the_installation_like_the_messages_it_resets() -> None:
+    """The slash-command payload's fields as Slack documents them
+    (https://docs.slack.dev/interactivity/implementing-slash-commands: team_id,
+    enterprise_id, is_enterprise_install as a "true"/"false" string). Under an org-wide
+    install (message_org_wide_install_bare_mention.json, bolt-python test_events_org_apps.py)
+    a message keys on the enterprise, so the reset must too; in a shared channel a person of
+    the other organisation sends their own team_id, and the installation is the bot's."""
+    body = fixture("message_org_wide_install_bare_mention.json")
+    org_bot = BotIdentity(user_id="W222", enterprise_id="E111")
+    message = translate.message(body, org_bot, ALL)
+    assert message is not None
+    command = slash_command(channel=message.place.channel, team_id="T_WORKSPACE",
+                            enterprise_id="E111", is_enterprise_install="true",
+                            thread_ts=message.message_id)
+    reset = translate.reset_request(command, ALL, org_bot)
+    assert reset is not None and reset.place is not None
+    assert (reset.place.workspace, reset.place.enterprise) == (
+        message.place.workspace, message.place.enterprise)
+
+    foreign = translate.reset_request(
+        slash_command(channel="C0CHAN", team_id="T_OTHER_ORG", thread_ts=PARENT),
+        Scope(teams=frozenset({"T0TEAM"})), BOT,
+    )
+    assert foreign is not None and foreign.place is not None
+    assert foreign.place.workspace == "T0TEAM"
 
 
 def press_by(user: str, user_team: str, *, message_ts: str, channel: str,
