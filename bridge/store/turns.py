@@ -76,16 +76,21 @@ return {0, redis.call('LPOS', q, token)}
 """
 
 _TURN_RELEASE = _TURN_COMMON + """
+local holder = redis.call('GET', l)
+local owned = holder == token
+-- A turn whose lease lapsed while another turn began must not overwrite what that turn
+-- remembers; its reply records map only its own messages and are always kept.
 local action = ARGV[6]
-if action == 'set' then
-  redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[8])
-elseif action == 'del' then
-  redis.call('DEL', KEYS[3])
+if owned or not holder then
+  if action == 'set' then
+    redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[8])
+  elseif action == 'del' then
+    redis.call('DEL', KEYS[3])
+  end
 end
 for i = 4, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 6], 'EX', ARGV[9])
 end
-local owned = redis.call('GET', l) == token
 local was_head = redis.call('LINDEX', q, 0) == token
 redis.call('LREM', q, 0, token)
 redis.call('DEL', wprefix .. token)

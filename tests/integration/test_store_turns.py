@@ -251,6 +251,8 @@ async def test_only_the_lease_owner_releases(
     await c_queued.wait()
     turn.remember("late", None, None)
     await lock.__aexit__(None, None, None)  # the stale holder finishes late
+    # ... and does not overwrite the conversation of the turn that began meanwhile.
+    assert await b.get_conversation("k") is None
     queue = await _queue(redis_client, redis_prefix, "k")
     assert len(queue) == 2
     assert await redis_client.get(f"{redis_prefix}turnl:k") == queue[0]
