@@ -49,7 +49,7 @@ def open_session() -> aiohttp.ClientSession:
     """The HTTP session the bridge shares between Chatbase and the platforms."""
     # Every answer in flight holds one Chatbase connection for its whole stream; with
     # aiohttp's default cap of 100 connections, answer 101 would wait for one of them to
-    # end (README.md (Performance)). Platform calls are bounded by pacing, not by this.
+    # end (docs/performance.md). Platform calls are bounded by pacing, not by this.
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
