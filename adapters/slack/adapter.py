@@ -229,8 +229,10 @@ class SlackAdapter:
         socket, self._socket = self._socket, None
         if socket is not None:
             # Disconnecting lets Slack deliver new events to the other replicas' sockets.
-            with contextlib.suppress(Exception):
+            try:
                 await socket.close_async()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.warning("closing the Slack Socket Mode connection failed: %s", exc)
 
     async def close(self) -> None:
         if self._tasks.closed:

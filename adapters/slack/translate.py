@@ -416,14 +416,14 @@ def _command_workspace(
     """(workspace, enterprise) a slash command is keyed and filtered by: the same rule as
     ``_workspace`` for events, so a reset finds the conversation a message made.
 
-    A command's ``team_id`` is the invoking person's workspace, which in a shared channel
-    can be the other organisation; the installation this bridge's one token serves is the
-    bot's own team (``auth.test``). Under an org-wide install (``is_enterprise_install``,
-    a "true"/"false" string in the form body) the enterprise is the workspace."""
+    Slack offers an app's commands only to members of a workspace where it is installed, so
+    a command's ``team_id`` names an installation. Under an org-wide install
+    (``is_enterprise_install``, a "true"/"false" string in the form body) the enterprise is
+    the workspace, as it is for events; without a team the bot's own (``auth.test``)."""
     enterprise = _id(body, "enterprise_id") or bot.enterprise_id
     if str(body.get("is_enterprise_install")).lower() == "true" and enterprise:
         return enterprise, enterprise
-    team = bot.team_id or _id(body, "team_id") or enterprise
+    team = _id(body, "team_id") or bot.team_id or enterprise
     if team is None:
         return None
     return team, enterprise

@@ -20,9 +20,9 @@ from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient, RequestHook
 from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
 from bridge.core.clock import SystemClock
-from bridge.core.ports import Clock
-from bridge.core.rendering.pacing import Pacer, SlotStore
-from bridge.core.service import ChatbaseLike, RelayService
+from bridge.core.ports import ChatbaseLike, Clock, SlotStore
+from bridge.core.rendering.pacing import Pacer
+from bridge.core.service import RelayService
 from bridge.core.tools import ToolRegistry
 from bridge.store import Store, connect
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import gc
 import logging
@@ -183,8 +182,10 @@ class Runtime:
             log.info("shutting down: no new messages; finishing answers in flight")
         finally:
             for adapter in started:
-                with contextlib.suppress(Exception):
+                try:
                     await adapter.stop_intake()
+                except Exception as exc:
+                    log.warning("stopping %s's intake failed: %s", adapter.name, exc)
             await self.service.drain(self.settings.shutdown_grace)
             for adapter in reversed(started):
                 try:

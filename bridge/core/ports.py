@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.core.models import (
     Claim,
     ConversationScope,
     ConversationState,
+    Feedback,
     FeedbackFrom,
     InboundFeedbackButton,
     InboundMessage,
@@ -266,3 +267,35 @@ class RelayMetrics(Protocol):
     def in_flight(self) -> _Gauge: ...
     @property
     def first_text_seconds(self) -> _Histogram: ...
+
+
+class ChatbaseLike(Protocol):
+    """The Chatbase API as the relay uses it (``bridge.chatbase.client.ChatbaseClient``)."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    def chat_stream(
+        self, *, message: str | None, conversation_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Any: ...
+
+    def retry_stream(self, *, conversation_id: str, message_id: str) -> Any: ...
+
+    async def submit_tool_result(
+        self, *, conversation_id: str, tool_call_id: str, output: Any
+    ) -> None: ...
+
+    async def set_feedback(
+        self, *, conversation_id: str, message_id: str, feedback: Feedback | None
+    ) -> None: ...
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
+
+
+class SlotStore(Protocol):
+    """Shared bucket state (``bridge.store.Store`` in production)."""
+
+    async def reserve(self, key: str, interval: float, now: float) -> float: ...
+
+    async def push_back(self, key: str, until: float) -> None: ...

@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from bridge.core import notices
 from bridge.core.context import bind, bound
 from bridge.core.errors import (
     ChatbaseAPIError,
     ChatbaseError,
+    PlatformError,
     StoreError,
     operator_hint,
 )
@@ -33,6 +34,7 @@ from bridge.core.models import (
     TextDelta,
 )
 from bridge.core.ports import (
+    ChatbaseLike,
     Clock,
     ConversationStore,
     RelayMetrics,
@@ -57,42 +59,6 @@ FEEDBACK_REFUSED = frozenset({"RESOURCE_MESSAGE_NOT_FOUND", "RESOURCE_MESSAGE_NO
                               "RESOURCE_NOT_FOUND"})
 # How long a reply cut off by shutdown gets for its last write.
 CUT_OFF_WRITE_SECONDS = 10.0
-
-
-class ChatStreamLike(Protocol):
-    request_id: str | None
-
-    async def __aenter__(self) -> ChatStreamLike: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    def __aiter__(self) -> AsyncIterator[Any]: ...
-
-    def result(self) -> ChatResult: ...
-
-
-class ChatbaseLike(Protocol):
-    """The part of ``bridge.chatbase.client.ChatbaseClient`` the service uses."""
-
-    @property
-    def agent_id(self) -> str: ...
-
-    def chat_stream(
-        self, *, message: str | None, conversation_id: str | None = None,
-        user_id: str | None = None,
-    ) -> Any: ...
-
-    def retry_stream(self, *, conversation_id: str, message_id: str) -> Any: ...
-
-    async def submit_tool_result(
-        self, *, conversation_id: str, tool_call_id: str, output: Any
-    ) -> None: ...
-
-    async def set_feedback(
-        self, *, conversation_id: str, message_id: str, feedback: Feedback | None
-    ) -> None: ...
-
-    async def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
 
 
 # The question and userId to ask again in a new conversation, or None when they are unknown.
@@ -156,12 +122,17 @@ class RelayService:
 
     async def handle_message(self, message: InboundMessage, sink: ReplySink) -> None:
         platform = message.place.platform.value
+        with self._answering(), bound(platform=platform, event=message.event_id):
+            await self._handle_message(message, sink, platform)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Count the current task as an answer in flight, which shutdown lets finish."""
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
-            with bound(platform=platform, event=message.event_id):
-                await self._handle_message(message, sink, platform)
+            yield
         finally:
             if task is not None:
                 self._inflight.discard(task)
@@ -532,7 +503,8 @@ class RelayService:
                 return  # not one of our answers, or forgotten
             if meaning is Meaning.REGENERATE:
                 if reaction.added and reaction.user == record.asker:
-                    await self._regenerate(record, open_sink, reaction.event_id)
+                    with self._answering():
+                        await self._regenerate(record, open_sink, reaction.event_id)
                 return
             if not self._policy.counts(reaction.user, record.asker):
                 return
@@ -673,8 +645,10 @@ class RelayService:
         await sink.finish(record.part_ids, answered=False)
         code = getattr(exc, "code", None)
         line = notices.CANNOT_REGENERATE if code in CANNOT_CONTINUE else notices.for_error(exc)
-        with contextlib.suppress(Exception):
+        try:
             await sink.post(line, final=True)
+        except PlatformError as exc:
+            log.warning("could not tell the user that regenerating failed: %s", exc)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -24,8 +24,7 @@ import aiohttp
 
 from bridge.core.errors import PlatformError, PlatformRateLimited
 from bridge.core.models import ChatResult, Feedback, TextDelta
-from bridge.core.ports import Budget, Operation, SinkLimits
-from bridge.core.rendering.pacing import SlotStore
+from bridge.core.ports import Budget, Operation, SinkLimits, SlotStore
 
 MARK = " ▌"
 

@@ -258,6 +258,31 @@ async def test_regenerate_latest_answer_in_place(redis_url: str, redis_prefix: s
         assert h.fake.feedback_calls[-1].message_id == newest.id
 
 
+async def test_a_regeneration_is_an_answer_in_flight_for_shutdown(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Shutdown drains answers in flight with a grace period; a regeneration is one."""
+    async with harness(redis_url, redis_prefix) as h:
+        latest = await _answered(h, "first")
+        gate = Gate()
+        h.fake.script(Answer(deltas=["Again ", "and better."], gate=gate))
+
+        def opener(record: ReplyRecord) -> RecordingSink:
+            sink = h.sink()
+            sink.part_ids = list(record.part_ids)
+            return sink
+
+        regenerating = asyncio.create_task(h.service.handle_reaction(
+            h.reaction(latest.part_ids[0], "arrows_counterclockwise"), opener))
+        gate.release(1)
+        await gate.wait_sent(1)
+        assert h.service.in_flight == 1
+        gate.open()
+        await regenerating
+        assert h.service.in_flight == 0
+        assert h.shared.messages[latest.part_ids[0]] == "Again and better."
+
+
 async def test_tool_calls_registered_and_not(redis_url: str, redis_prefix: str) -> None:
     registry = ToolRegistry()
     seen: list[Any] = []

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from bridge.core.errors import StoreError
-from bridge.core.ports import Budget, Clock
+from bridge.core.ports import Budget, Clock, SlotStore
 
 log = logging.getLogger(__name__)
-
-
-class SlotStore(Protocol):
-    """Shared bucket state (``bridge.store.Store`` in production)."""
-
-    async def reserve(self, key: str, interval: float, now: float) -> float: ...
-
-    async def push_back(self, key: str, until: float) -> None: ...
 
 
 class LocalSlots:
