@@ -490,11 +490,15 @@ class Conversation:
         tally.deliveries += copies
         if kind == "gone":
             await self._lose_first_part()
-        finished = await w.board.wait(event_id, delivered, config.turn_timeout)
+        # The id the bridge claims the message by: a channel mention's is its place in the
+        # channel, so the app_mention and message.* deliveries of it are answered once.
+        event = payload["event"]
+        answer_id = event_id if self.dm else f"mention:{event['channel']}:{event['ts']}"
+        finished = await w.board.wait(answer_id, delivered, config.turn_timeout)
         tally.seconds[plan.kind].append(time.monotonic() - began)
         TURNS_DONE[0] += 1
-        self._check(event_id, plan, finished, delivered)
-        w.board.forget(event_id)
+        self._check(answer_id, plan, finished, delivered)
+        w.board.forget(answer_id)
         w.chatbase.plans.pop(text, None)
         w.chatbase.attempts.pop(text, None)
         self.turn += 1
