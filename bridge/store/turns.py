@@ -152,6 +152,10 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
         self._token = uuid.uuid4().hex
         self._turn: Turn | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Set when the turn ends. The heartbeat checks it too, because a cancel that lands
+        # inside a Redis call can be lost there (a timeout racing the cancel in redis-py on
+        # Python 3.11), and the turn's exit would then wait for the heartbeat forever.
+        self._ending = False
 
     def _keys(self) -> list[str]:
         keys = self._locks.keys
@@ -205,7 +209,7 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
         interval = locks.lock_ttl / 3
         keys = self._keys()[:2]
         pause = interval
-        while True:
+        while not self._ending:
             await locks.clock.sleep(pause)
             try:
                 alive = await locks.link.run(
@@ -213,6 +217,8 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
                     [self._token, locks.lease_ms, locks.queue_ttl_ms],
                 )
             except StoreError as exc:
+                if self._ending:
+                    return
                 # The lease is short: try again soon rather than a whole interval later.
                 log.warning("could not renew a conversation turn lock: %s", exc)
                 pause = min(1.0, interval)
@@ -263,6 +269,7 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._ending = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
