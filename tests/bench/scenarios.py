@@ -488,9 +488,10 @@ async def slack_cadence(ctx: Context) -> dict[str, Any]:
 
 
 async def discord_cadence(ctx: Context) -> dict[str, Any]:
-    """One answer streaming alone in a Discord thread, at Discord's 1 write per second."""
+    """One answer streaming alone in a Discord thread, at the product's per-channel pace."""
     p = ctx.profile
-    interval = 1.0  # Discord allows 5 writes per 5 s per channel
+    # Discord allows 5 writes per 5 s per channel; the sink keeps a margin under it.
+    interval = DEFAULT_INTERVAL
     async with _prefix(ctx.redis_url) as prefix, \
             discord_stack(ctx.redis_url, prefix, start=False) as s:
         adapter = await _start_discord(s, DEFAULT_INTERVAL)
