@@ -30,7 +30,7 @@ from adapters.slack.markup import escape, escaped_length, escaped_prefix, split_
 from adapters.slack.translate import FEEDBACK_ACTION_ID
 from bridge.app.metrics import Metrics
 from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
-from bridge.core.ports import Budget, Operation, SinkLimits
+from bridge.core.ports import PROGRESS_MARK, Budget, Operation, SinkLimits
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ MARKDOWN_LIMIT = 12_000
 # The plain `text` that accompanies blocks (notifications, accessibility) stays short so it
 # can never be the reason a call fails.
 FALLBACK_TEXT_LIMIT = 3_000
-PROGRESS_MARK = " ▌"
 STATUS_TEXT = "is thinking…"
 
 # Errors meaning the message (or its channel/thread) can no longer be written.
@@ -433,15 +432,9 @@ class SlackSink:
         messages = part.messages if part is not None else [
             m for m in self._messages if m.ts == message_id]
         for message in messages:
-            if message in self._messages:
-                self._messages.remove(message)
             if message.streaming:
                 await self._stop_quietly(message)
-            try:
-                await self._api.call("chat.delete", channel=self._target.channel, ts=message.ts)
-            except SlackApiFailure as exc:
-                if exc.code not in GONE_CODES:
-                    raise
+            await self._delete_message(message)
 
     async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
         try:

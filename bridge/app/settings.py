@@ -276,18 +276,11 @@ class Settings(BaseSettings):
     @field_validator(
         "feedback_positive", "feedback_negative", "regenerate_reactions",
         "slack_allowed_teams", "slack_allowed_channels", "discord_allowed_guilds",
-        "discord_allowed_channels", "discord_command_guilds",
+        "discord_allowed_channels", "discord_command_guilds", "discord_shard_ids",
         mode="before",
     )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("discord_shard_ids", mode="before")
-    @classmethod
-    def _split_ints(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value

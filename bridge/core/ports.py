@@ -49,11 +49,14 @@ class Budget:
     interval: float
 
 
+# Appended to the visible text while an answer is still streaming; gone at the end.
+PROGRESS_MARK = " ▌"
+
+
 @dataclass(frozen=True, slots=True)
 class SinkLimits:
     max_chars: int
-    # Appended to the visible text while the answer is still streaming; gone at the end.
-    progress_mark: str | None = " ▌"
+    progress_mark: str | None = PROGRESS_MARK
 
 
 class ReplySink(Protocol):
