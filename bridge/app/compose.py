@@ -8,6 +8,8 @@ open; what ``compose`` opens itself it also closes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -140,7 +142,17 @@ async def compose(
             metrics=metrics,
             tools=tools,
         )
+        # Stop requests from the other replicas; ``store.stops.ready`` is set once listening.
+        listener = asyncio.create_task(store.stops.listen(service.stop_here),
+                                       name="stop-listener")
+        stack.push_async_callback(_cancel, listener)
         yield Bridge(
             settings=settings, clock=clock, metrics=metrics, redis=redis, store=store,
             session=session, chatbase=chatbase, pacer=pacer, tools=tools, service=service,
         )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

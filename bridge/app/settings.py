@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.core.errors import ConfigError
@@ -24,6 +33,16 @@ class LogFormat(StrEnum):
 def _env(name: str) -> Any:
     """Bind a field to exactly one environment variable name."""
     return AliasChoices(name)
+
+
+class SuggestedPrompt(BaseModel):
+    """One of Slack's suggested prompts: the button's ``title`` and the ``message`` it sends
+    (https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str = Field(min_length=1)
+    message: str = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -146,6 +165,11 @@ class Settings(BaseSettings):
         5, ge=0, le=20, validation_alias=_env("BRIDGE_MAX_TOOL_ROUNDS"),
         description="Most client-action rounds in one answer.",
     )
+    show_sources: bool = Field(
+        True, validation_alias=_env("BRIDGE_SHOW_SOURCES"),
+        description="End answers with the sources and files the agent's stream names, as "
+        "links.",
+    )
 
     # ---------------------------------------------------------------- feedback
     feedback_from: FeedbackFrom = Field(
@@ -202,6 +226,18 @@ class Settings(BaseSettings):
         240.0, gt=0, le=280, validation_alias=_env("BRIDGE_SLACK_STREAM_ROLLOVER_SECONDS"),
         description="Age at which a streamed Slack answer continues in a new message "
         "(Slack ends streams about 5 minutes after they start).",
+    )
+    slack_suggested_prompts: Annotated[list[SuggestedPrompt], NoDecode] = Field(
+        [
+            SuggestedPrompt(title="What can you do?", message="What can you help me with?"),
+            SuggestedPrompt(title="Get started",
+                            message="How do I get started? Give me the first steps."),
+            SuggestedPrompt(title="Find an answer",
+                            message="I have a question about our product."),
+        ],
+        validation_alias=_env("BRIDGE_SLACK_SUGGESTED_PROMPTS"),
+        description="Prompts shown when a user opens the app's messages tab: a JSON list of "
+        "up to four `{\"title\": …, \"message\": …}` objects (`[]`: none).",
     )
     slack_reset_command: str = Field(
         "/chatbase-reset", pattern=r"^/[a-z0-9_-]{1,31}$",
@@ -283,6 +319,20 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("slack_suggested_prompts", mode="before")
+    @classmethod
+    def _prompts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else []
+            except ValueError:
+                raise ValueError(
+                    'expected a JSON list of {"title": …, "message": …} objects'
+                ) from None
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("Slack shows at most four suggested prompts")
         return value
 
     @field_validator("chatbase_api_base", "slack_api_url", "discord_api_base")

@@ -22,6 +22,8 @@ from typing import Any, Final, Literal
 from bridge.core.errors import StreamError, StreamErrorChunk, StreamInterrupted, StreamMalformed
 from bridge.core.models import (
     ChatResult,
+    Source,
+    SourceFound,
     StreamEvent,
     StreamFinish,
     StreamMetadata,
@@ -227,6 +229,30 @@ _FLAT_META_KEYS = frozenset(
 )
 
 
+# Chunks naming where an answer came from (reference §11.1: `source-url` {sourceId, url,
+# title?}, `source-document` {sourceId, mediaType, title, filename?}, `file` {url, mediaType}).
+_SOURCE_KINDS: Final = {"source-url": "url", "source-document": "document", "file": "file"}
+
+
+def _text(chunk: Mapping[str, Any], name: str) -> str | None:
+    value = chunk.get(name)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _source(kind: str, chunk: Mapping[str, Any]) -> Source | None:
+    """The ``Source`` a source chunk names, or None when it names nothing usable."""
+    source = Source(
+        kind=_SOURCE_KINDS[kind],
+        url=_text(chunk, "url") if kind != "source-document" else None,
+        title=_text(chunk, "title"),
+        filename=_text(chunk, "filename"),
+        media_type=_text(chunk, "mediaType"),
+    )
+    if source.url is None and source.title is None and source.filename is None:
+        return None
+    return source
+
+
 class StreamAssembler:
     """Turns UIMessage stream chunks into typed events and, at the end, a ``ChatResult``.
 
@@ -239,7 +265,7 @@ class StreamAssembler:
 
     __slots__ = (
         "_aborted", "_deltas", "_ended", "_finish_reason", "_finished", "_meta",
-        "_request_id", "_start_message_id", "_tool_calls",
+        "_request_id", "_sources", "_start_message_id", "_tool_calls",
     )
 
     def __init__(self, *, request_id: str | None = None) -> None:
@@ -252,6 +278,7 @@ class StreamAssembler:
         self._ended = False
         self._aborted = False
         self._tool_calls: list[ToolCall] = []
+        self._sources: list[Source] = []
 
     @property
     def finished(self) -> bool:
@@ -290,6 +317,12 @@ class StreamAssembler:
             call = ToolCall(call_id, name if isinstance(name, str) else "", chunk.get("input"))
             self._tool_calls.append(call)
             return [ToolInput(call)]
+        if kind in _SOURCE_KINDS:
+            source = _source(kind, chunk)
+            if source is None:
+                return []
+            self._sources.append(source)
+            return [SourceFound(source)]
         if kind == "message-metadata":
             events = []
             nested = chunk.get("messageMetadata")
@@ -347,6 +380,7 @@ class StreamAssembler:
             finish_reason=self.finish_reason,
             tool_calls=tuple(self._tool_calls),
             request_id=self._request_id,
+            sources=tuple(self._sources),
         )
 
     def _merge(self, raw: object, events: list[StreamEvent]) -> None:

@@ -80,3 +80,27 @@ def conversation_key(message: InboundMessage, *, scope: ConversationScope) -> st
 def place_key(place: Place, author: str, *, scope: ConversationScope) -> str:
     """The key a message by ``author`` at ``place`` would get (for a reset command)."""
     return _key(place, place.thread, author, scope)
+
+
+# ---------------------------------------------------------------------- answer handles
+# An answer in flight is found by a handle, for stopping it: the thread it streams into (a
+# Slack agent session is a thread: `agent_session_stopped` names the channel and thread) or
+# the event it answers (a Discord Stop button carries the question's id).
+
+
+def thread_handle(platform: Platform, channel: str, thread: str) -> str:
+    return f"{platform.value}:t:{escape(channel)}:{escape(thread)}"
+
+
+def event_handle(platform: Platform, event_id: str) -> str:
+    return f"{platform.value}:e:{escape(event_id)}"
+
+
+def answer_handles(message: InboundMessage) -> tuple[str, ...]:
+    """The handles an answer to ``message`` can be stopped by."""
+    platform = message.place.platform
+    handles = [event_handle(platform, message.event_id)]
+    thread = message.conversation_thread
+    if thread is not None:
+        handles.append(thread_handle(platform, message.place.channel, thread))
+    return tuple(handles)

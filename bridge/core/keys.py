@@ -93,3 +93,7 @@ class Keys:
 
     def limit(self, name: str) -> str:
         return f"{self.prefix}limit:{name}"
+
+    def stops(self) -> str:
+        """The pub/sub channel on which replicas tell each other to stop an answer."""
+        return f"{self.prefix}stops"

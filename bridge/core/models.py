@@ -143,12 +143,32 @@ class StreamMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """Where an answer came from: a ``source-url`` (``url``, ``title`` when given), a
+    ``source-document`` (``title``, ``filename``, no URL) or a ``file`` (``url``,
+    ``media_type``) chunk of the stream."""
+
+    kind: str  # "url" | "document" | "file"
+    url: str | None = None
+    title: str | None = None
+    filename: str | None = None
+    media_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFound:
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFinish:
     finish_reason: str | None
     metadata: StreamMetadata
 
 
-StreamEvent = StreamStart | TextDelta | ToolInput | StreamMetadata | StreamFinish
+StreamEvent = (
+    StreamStart | TextDelta | ToolInput | SourceFound | StreamMetadata | StreamFinish
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +184,7 @@ class ChatResult:
     finish_reason: str | None = None
     tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
     request_id: str | None = None
+    sources: tuple[Source, ...] = ()
 
 
 # --------------------------------------------------------------------------- store

@@ -21,6 +21,7 @@ EMPTY_ANSWER = "_(The agent sent an empty answer. Please try rephrasing your que
 CUT_OFF = "_(The answer was cut off: {reason}. Please ask again.)_"
 INCOMPLETE = "_(This answer is incomplete: {reason}.)_"
 SHUTTING_DOWN = "the bridge is restarting"
+STOPPED = "_(Stopped.)_"
 RESTARTING = "The bridge is restarting. Please send your message again in a minute."
 RESTARTED_BEFORE_ANSWER = (
     "The bridge restarted before it could answer this. Please send your message again."

@@ -18,7 +18,7 @@ and ``PlatformError`` for anything else; it never retries on its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -116,6 +116,12 @@ class Relay(Protocol):
         """Forget the conversation of ``author`` at ``place``; True when there was one."""
         ...
 
+    async def stop(self, handle: str) -> bool:
+        """Stop the answer(s) running under ``handle`` (``bridge.core.identity.thread_handle``
+        or ``event_handle``), on this replica and the others; True when one was running
+        here."""
+        ...
+
 
 class Clock(Protocol):
     """Time as the renderer and pacer see it; tests substitute a controllable one."""
@@ -185,6 +191,8 @@ class RelaySettings(FeedbackSettings, Protocol):
     @property
     def max_tool_rounds(self) -> int: ...
     @property
+    def show_sources(self) -> bool: ...
+    @property
     def user_id_secret(self) -> Secret | None: ...
     @property
     def user_quota(self) -> int: ...
@@ -231,6 +239,10 @@ class ConversationStore(Protocol):
     async def feedback_reactions(
         self, *, assistant_message_id: str, user: str, add: str | None, remove: str | None
     ) -> frozenset[str]: ...
+
+    async def announce_stop(self, handle: str) -> None:
+        """Tell the other replicas to stop the answer running under ``handle``."""
+        ...
 
 
 class _Count(Protocol):
@@ -294,6 +306,10 @@ class ChatbaseLike(Protocol):
     ) -> None: ...
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
+
+    def list_user_conversations(
+        self, user_id: str, *, limit: int = 100
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class SlotStore(Protocol):

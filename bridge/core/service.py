@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.core import notices
@@ -20,7 +20,13 @@ from bridge.core.errors import (
     operator_hint,
 )
 from bridge.core.feedback import UNCHANGED, FeedbackPolicy, Meaning
-from bridge.core.identity import chatbase_user_id, conversation_key, place_key
+from bridge.core.identity import (
+    answer_handles,
+    chatbase_user_id,
+    conversation_key,
+    place_key,
+    thread_handle,
+)
 from bridge.core.models import (
     ChatResult,
     Claim,
@@ -31,6 +37,10 @@ from bridge.core.models import (
     InboundReaction,
     Place,
     ReplyRecord,
+    Source,
+    SourceFound,
+    StreamMetadata,
+    StreamStart,
     TextDelta,
 )
 from bridge.core.ports import (
@@ -45,6 +55,7 @@ from bridge.core.ports import (
 )
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.rendering.renderer import Renderer
+from bridge.core.sources import sources_block
 from bridge.core.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,8 @@ FEEDBACK_REFUSED = frozenset({"RESOURCE_MESSAGE_NOT_FOUND", "RESOURCE_MESSAGE_NO
                               "RESOURCE_NOT_FOUND"})
 # How long a reply cut off by shutdown gets for its last write.
 CUT_OFF_WRITE_SECONDS = 10.0
+# The finish reason of an answer someone stopped (the bridge's own, not Chatbase's).
+STOPPED = "stopped"
 
 
 # The question and userId to ask again in a new conversation, or None when they are unknown.
@@ -72,6 +85,32 @@ class _Ask:
     open: Callable[[], Any]  # the first stream (chat or retry), not yet entered
     conversation_id: str | None  # the stored conversation it continues, if any
     again: Callable[[], Awaitable[Question | None]]
+
+
+@dataclass
+class _Progress:
+    """What the streams of one turn said so far besides text: kept for an answer that is
+    stopped before its stream finished, and for the sources listed under any answer."""
+
+    conversation_id: str | None = None
+    message_id: str | None = None
+    sources: list[Source] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Running:
+    """An answer in flight that a stop request can cut short (by cancelling its task)."""
+
+    task: asyncio.Task[Any]
+    armed: bool = True
+    requested: bool = False
+
+    def stop(self) -> bool:
+        if not self.armed or self.requested:
+            return False
+        self.requested = True
+        self.task.cancel()
+        return True
 
 
 @dataclass
@@ -116,6 +155,7 @@ class RelayService:
             settings.user_id_secret.get_secret_value() if settings.user_id_secret else None
         )
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._running: dict[str, list[_Running]] = {}
         self._accepting = True
 
     # ------------------------------------------------------------------ messages
@@ -237,6 +277,7 @@ class RelayService:
         gauge.inc()
         renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
         conversation_id = state.conversation_id if state else None
+        progress = _Progress(conversation_id=conversation_id)
 
         async def failed(exc: ChatbaseError) -> None:
             self._count(platform, await self._fail(renderer, exc))
@@ -253,25 +294,89 @@ class RelayService:
             again=again,
         )
         try:
-            async with renderer:
-                played = await self._play(
-                    renderer, platform, lambda: self._converse(renderer, turn, ask), failed
-                )
-                if played is None:
-                    return
-                result, part_ids = played
-                self._count(platform, "failed_render" if renderer.failed else "answered")
-                if renderer.first_text_at is not None:
-                    self._metrics.first_text_seconds.labels(platform).observe(
-                        max(0.0, renderer.first_text_at - started)
+            with self._stoppable(answer_handles(message)) as running:
+                async with renderer:
+                    played = await self._play(
+                        renderer, platform,
+                        lambda: self._converse(renderer, turn, ask, progress), failed,
+                        progress=progress, running=running,
                     )
-                if result.conversation_id:
-                    record = self._reply_record(message, result,
-                                                _reply_ids(part_ids, sink))
-                    turn.remember(result.conversation_id, result.message_id, record,
-                                  agent=self._chatbase.agent_id)
+            if played is None:
+                return
+            result, part_ids = played
+            stopped = result.finish_reason == STOPPED
+            outcome = "stopped" if stopped else "answered"
+            self._count(platform, "failed_render" if renderer.failed else outcome)
+            if renderer.first_text_at is not None:
+                self._metrics.first_text_seconds.labels(platform).observe(
+                    max(0.0, renderer.first_text_at - started)
+                )
+            if stopped and result.conversation_id is None and conversation_id is None:
+                result = replace(result, conversation_id=await self._newest_conversation(
+                    user_id))
+            if result.conversation_id:
+                record = self._reply_record(message, result, _reply_ids(part_ids, sink))
+                # A stopped answer is not the conversation's latest complete answer: it is
+                # never regenerated (its message may not even be kept by Chatbase).
+                turn.remember(result.conversation_id, None if stopped else result.message_id,
+                              record, agent=self._chatbase.agent_id)
         finally:
             gauge.dec()
+
+    @contextlib.contextmanager
+    def _stoppable(self, handles: tuple[str, ...]) -> Iterator[_Running | None]:
+        """Make the current task's answer stoppable under ``handles`` while it streams."""
+        task = asyncio.current_task()
+        if task is None:
+            yield None
+            return
+        running = _Running(task)
+        for handle in handles:
+            self._running.setdefault(handle, []).append(running)
+        try:
+            yield running
+        finally:
+            running.armed = False
+            for handle in handles:
+                listed = self._running.get(handle)
+                if listed is not None:
+                    with contextlib.suppress(ValueError):
+                        listed.remove(running)
+                    if not listed:
+                        del self._running[handle]
+
+    async def _newest_conversation(self, user_id: str) -> str | None:
+        """The conversation a stopped first answer opened: Chatbase names it only when the
+        stream finishes, so it is read back as the user's most recently active one."""
+        pages = self._chatbase.list_user_conversations(user_id, limit=1)
+        try:
+            async for item in pages:
+                found = item.get("id") if isinstance(item, dict) else None
+                return found if isinstance(found, str) and found else None
+        except ChatbaseError as exc:
+            log.warning("a stopped answer's conversation could not be read back, so the "
+                        "next message starts a new one: %s", exc)
+        finally:
+            await _close(pages)
+        return None
+
+    async def stop(self, handle: str) -> bool:
+        stopped = self.stop_here(handle)
+        try:
+            await self._store.announce_stop(handle)
+        except StoreError as exc:
+            log.warning("could not ask the other replicas to stop an answer: %s", exc)
+        return stopped
+
+    def stop_here(self, handle: str) -> bool:
+        """Stop the answers this replica runs under ``handle``; True when there was one."""
+        stopped = False
+        for running in list(self._running.get(handle, ())):
+            if running.stop():
+                stopped = True
+        if stopped:
+            log.info("an answer was stopped by a user")
+        return stopped
 
     async def _play(
         self,
@@ -279,17 +384,32 @@ class RelayService:
         platform: str,
         converse: Callable[[], Awaitable[tuple[ChatResult, str | None]]],
         failed: Callable[[ChatbaseError], Awaitable[None]],
+        *,
+        progress: _Progress,
+        running: _Running | None,
     ) -> tuple[ChatResult, tuple[str, ...]] | None:
         """The one turn loop of answers and regenerations: stream the answer into
-        ``renderer`` and write its final text, with the note ``converse`` may add. A Chatbase
-        error goes to ``failed`` (None is returned); shutdown or a fault of the bridge marks
-        what was shown as cut off."""
+        ``renderer`` and write its final text, with the note ``converse`` may add and the
+        sources. A Chatbase error goes to ``failed`` (None is returned); a stop request
+        ends it with the text shown so far; shutdown or a fault of the bridge marks what
+        was shown as cut off."""
         try:
-            result, note = await converse()
+            try:
+                result, note = await converse()
+            finally:
+                if running is not None:
+                    running.armed = False
         except asyncio.CancelledError:
-            await self._cut_off(renderer, notices.SHUTTING_DOWN)
-            self._count(platform, "cut_off")
-            raise
+            if running is None or not running.requested or running.task.uncancel() > 0:
+                await self._cut_off(renderer, notices.SHUTTING_DOWN)
+                self._count(platform, "cut_off")
+                raise
+            # Stopped by a user: the stream is closed (leaving it aborted the connection).
+            result = ChatResult(
+                text=renderer.text, message_id=progress.message_id,
+                conversation_id=progress.conversation_id, finish_reason=STOPPED,
+            )
+            note = notices.STOPPED
         except ChatbaseError as exc:
             await failed(exc)
             return None
@@ -297,12 +417,21 @@ class RelayService:
             await self._cut_off(renderer, "something went wrong on the bridge")
             self._count(platform, "error")
             raise
+        else:
+            if running is not None and running.requested:
+                # Finished before the stop request could land: the answer stands whole.
+                running.task.uncancel()
         if renderer.text.strip():
             final = f"{renderer.text}\n\n{note}" if note else renderer.text
-        elif note and notices.incomplete(result.finish_reason):
+        elif note and (notices.incomplete(result.finish_reason) or result.finish_reason
+                       == STOPPED):
             final = note  # nothing shown: the note alone says why
         else:
             final = f"{notices.EMPTY_ANSWER}\n\n{note}" if note else notices.EMPTY_ANSWER
+        if self._settings.show_sources and progress.sources:
+            listed = sources_block(progress.sources)
+            if listed:
+                final = f"{final}\n\n{listed}"
         return result, await renderer.finish(final)
 
     def _reply_record(
@@ -326,7 +455,7 @@ class RelayService:
         self._metrics.answers.labels(platform, outcome).inc()
 
     async def _converse(
-        self, renderer: Renderer, turn: Turn, ask: _Ask
+        self, renderer: Renderer, turn: Turn, ask: _Ask, progress: _Progress
     ) -> tuple[ChatResult, str | None]:
         """The one turn loop of messages and regenerations: the first request, client
         actions, a new conversation when Chatbase cannot continue the stored one, and a note
@@ -349,11 +478,12 @@ class RelayService:
             if renderer.has_text and not renderer.text.endswith("\n"):
                 renderer.append("\n\n")
             text, user_id = question
-            return await self._stream(renderer, message=text, conversation_id=None,
-                                      user_id=user_id)
+            progress.conversation_id = None
+            return await self._stream(renderer, progress, message=text,
+                                      conversation_id=None, user_id=user_id)
 
         try:
-            result = await self._consume(ask.open(), renderer)
+            result = await self._consume(ask.open(), renderer, progress)
         except ChatbaseAPIError as exc:
             if exc.code not in CANNOT_CONTINUE or ask.conversation_id is None:
                 raise
@@ -365,7 +495,8 @@ class RelayService:
                 break
             rounds += 1
             try:
-                result = await self._tool_round(renderer, result, result.conversation_id)
+                result = await self._tool_round(renderer, progress, result,
+                                                result.conversation_id)
             except ChatbaseAPIError as exc:
                 if exc.code not in CANNOT_CONTINUE:
                     raise
@@ -379,7 +510,8 @@ class RelayService:
         return result, "\n".join(notes) or None
 
     async def _tool_round(
-        self, renderer: Renderer, result: ChatResult, conversation_id: str
+        self, renderer: Renderer, progress: _Progress, result: ChatResult,
+        conversation_id: str,
     ) -> ChatResult:
         """Answer the client actions of ``result`` and read the answer that follows."""
         for call in result.tool_calls:
@@ -390,12 +522,13 @@ class RelayService:
         if renderer.has_text and not renderer.text.endswith("\n"):
             renderer.append("\n\n")
         return await self._stream(
-            renderer, message=None, conversation_id=conversation_id, user_id=None
+            renderer, progress, message=None, conversation_id=conversation_id, user_id=None
         )
 
     async def _stream(
         self,
         renderer: Renderer,
+        progress: _Progress,
         *,
         message: str | None,
         conversation_id: str | None,
@@ -404,15 +537,23 @@ class RelayService:
         stream = self._chatbase.chat_stream(
             message=message, conversation_id=conversation_id, user_id=user_id
         )
-        return await self._consume(stream, renderer)
+        return await self._consume(stream, renderer, progress)
 
     @staticmethod
-    async def _consume(stream: Any, renderer: Renderer) -> ChatResult:
+    async def _consume(stream: Any, renderer: Renderer, progress: _Progress) -> ChatResult:
         async with stream as open_stream:
             bind(request_id=open_stream.request_id)
             async for event in open_stream:
-                if type(event) is TextDelta:
+                kind = type(event)
+                if kind is TextDelta:
                     renderer.append(event.delta)
+                elif kind is SourceFound:
+                    progress.sources.append(event.source)
+                elif kind is StreamMetadata or kind is StreamStart:
+                    if event.message_id:
+                        progress.message_id = event.message_id
+                    if kind is StreamMetadata and event.conversation_id:
+                        progress.conversation_id = event.conversation_id
             result: ChatResult = open_stream.result()
             return result
 
@@ -573,6 +714,7 @@ class RelayService:
             sink = open_sink(record)
             renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock,
                                 existing=record.part_ids)
+            progress = _Progress(conversation_id=record.conversation_id)
 
             ask = _Ask(
                 open=lambda: self._chatbase.retry_stream(
@@ -586,19 +728,25 @@ class RelayService:
             async def failed(exc: ChatbaseError) -> None:
                 await self._regenerate_failed(renderer, sink, record, exc)
 
-            async with renderer:
-                played = await self._play(
-                    renderer, platform, lambda: self._converse(renderer, turn, ask), failed
-                )
+            handles = (thread_handle(record.platform, record.channel, record.thread),) \
+                if record.thread is not None else ()
+            with self._stoppable(handles) as running:
+                async with renderer:
+                    played = await self._play(
+                        renderer, platform,
+                        lambda: self._converse(renderer, turn, ask, progress), failed,
+                        progress=progress, running=running,
+                    )
             if played is None:
                 return
             result, part_ids = played
-            self._count(platform, "regenerated")
+            stopped = result.finish_reason == STOPPED
+            self._count(platform, "stopped" if stopped else "regenerated")
             conversation_id = result.conversation_id or record.conversation_id
             new_id = result.message_id or record.assistant_message_id
             turn.remember(
                 conversation_id,
-                new_id,
+                None if stopped else new_id,
                 replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
                         part_ids=_reply_ids(part_ids, sink)),
                 agent=self._chatbase.agent_id,
@@ -679,3 +827,10 @@ def _reply_ids(part_ids: tuple[str, ...], sink: ReplySink) -> tuple[str, ...]:
     if isinstance(every, tuple) and set(part_ids) <= set(every):
         return every
     return part_ids
+
+
+async def _close(pages: Any) -> None:
+    """Close an async generator of pages left before its end (frees its connection)."""
+    close = getattr(pages, "aclose", None)
+    if close is not None:
+        await close()

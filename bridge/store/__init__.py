@@ -24,6 +24,7 @@ from bridge.store.embedded import EmbeddedRedis
 from bridge.store.limiter import RedisLimiter
 from bridge.store.records import ConversationState, Records
 from bridge.store.slots import Slots
+from bridge.store.stops import StopChannel
 from bridge.store.turns import Turn, TurnLocks
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ConversationState",
     "EmbeddedRedis",
     "RedisLimiter",
+    "StopChannel",
     "Store",
     "Turn",
     "connect",
@@ -87,6 +89,7 @@ class Store:
         )
         self._records = Records(link=link, keys=keys, reply_ttl=reply_ttl)
         self._slots = Slots(link=link, keys=keys, clock=self.clock)
+        self.stops = StopChannel(link=link, channel=keys.stops())
 
     @classmethod
     def from_settings(
@@ -115,6 +118,10 @@ class Store:
     async def ping(self) -> None:
         with self.link.trip():
             await self.link.client.ping()
+
+    async def announce_stop(self, handle: str) -> None:
+        """Ask every replica to stop the answer running under ``handle``."""
+        await self.stops.announce(handle)
 
     # ---------------------------------------------------------------- events
 
