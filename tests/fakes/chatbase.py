@@ -183,6 +183,9 @@ class Answer:
     json_answer: bool = False
     # After the last frame keep the connection open instead of ending it.
     hold_open: bool = False
+    # Raw `source-url` / `source-document` / `file` chunks, sent after the text (as the AI
+    # SDK's toUIMessageStream does for sources a model returns with its answer).
+    sources: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
         if self.deltas is not None:
@@ -831,6 +834,10 @@ class FakeChatbase:
         self._signal.pulse()
         writer = _FrameWriter(answer.variant)
         head, tail = _chunks(answer.variant, deltas, calls, meta, finish_reason)
+        if answer.sources:
+            at = next((i for i, c in enumerate(tail) if c["type"] in ("finish-step", "finish")),
+                      len(tail))
+            tail = [*tail[:at], *(dict(c) for c in answer.sources), *tail[at:]]
         paced = answer.gate is not None or answer.delta_delay > 0 or answer.first_token_delay > 0
         fault_at = answer.fault_after if answer.fault is not None else None
         try:
