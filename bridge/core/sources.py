@@ -51,7 +51,7 @@ def _label(text: str) -> str:
 
 def _name_in(url: str) -> str:
     path = urlsplit(url).path.rstrip("/")
-    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
+    name = unquote(path.rsplit("/", 1)[-1]).strip() if path else ""
     return name or urlsplit(url).hostname or url
 
 
@@ -62,7 +62,7 @@ def sources_block(sources: Iterable[Source]) -> str:
     more = 0
     for source in sources:
         url = _url(source.url)
-        label = source.title or source.filename
+        label = next((x for x in (source.title, source.filename) if x and x.strip()), None)
         if url is not None:
             key = "u:" + url
             line_label = _label(label or _name_in(source.url or url))

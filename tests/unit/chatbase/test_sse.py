@@ -297,7 +297,6 @@ def test_unknown_chunk_types_and_fields_are_ignored() -> None:
         {"type": "future-thing", "delta": "NO"},
         {"type": "reasoning-delta", "id": "r", "delta": "NO"},
         {"type": "data-weather", "data": {"t": 1}},
-        {"type": "source-url", "sourceId": "s", "url": "https://x"},
         {"no-type": True},
         {"type": 5},
         {"type": "text-delta", "id": "t", "delta": "yes", "providerMetadata": {}},
@@ -501,3 +500,36 @@ def test_odd_field_values_only_raise_bridge_errors(chunks: list[dict[str, Any]])
         pass
     result = assembler.result()
     assert isinstance(result.text, str)
+
+
+# Source chunks as the AI SDK documents them (https://ai-sdk.dev/docs/ai-sdk-ui/stream-protocol,
+# "Source Parts" and "File Part").
+SOURCE_STREAM = (
+    'data: {"type":"start","messageId":"msg_abc123"}\n\n'
+    'data: {"type":"text-delta","id":"t1","delta":"See the docs."}\n\n'
+    'data: {"type":"source-url","sourceId":"https://example.com",'
+    '"url":"https://example.com"}\n\n'
+    'data: {"type":"source-document","sourceId":"https://example.com",'
+    '"mediaType":"file","title":"Title"}\n\n'
+    'data: {"type":"file","url":"https://example.com/file.png","mediaType":"image/png"}\n\n'
+    'data: {"type":"source-url","sourceId":"x","url":""}\n\n'
+    'data: {"type":"finish","finishReason":"stop"}\n\n'
+    "data: [DONE]\n\n"
+)
+
+
+def test_source_and_file_chunks_become_sources() -> None:
+    from bridge.core.models import Source, SourceFound
+
+    parser = StreamParser()
+    events = parser.feed(SOURCE_STREAM.encode())
+    found = [e.source for e in events if isinstance(e, SourceFound)]
+    expected = (
+        Source(kind="url", url="https://example.com"),
+        Source(kind="document", title="Title", media_type="file"),
+        Source(kind="file", url="https://example.com/file.png", media_type="image/png"),
+    )
+    # The chunk with an empty URL names nothing and is dropped.
+    assert tuple(found) == expected
+    assert parser.result().sources == expected
+    assert parser.result().text == "See the docs."
