@@ -22,6 +22,7 @@ from bridge.app.settings import Settings
 from bridge.chatbase.client import ChatbaseClient, RequestHook
 from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
 from bridge.core.clock import SystemClock
+from bridge.core.history import History
 from bridge.core.ports import ChatbaseLike, Clock, SlotStore
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.service import RelayService
@@ -45,6 +46,7 @@ class Bridge:
     pacer: Pacer
     tools: ToolRegistry
     service: RelayService
+    history: History
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -133,10 +135,13 @@ async def compose(
             tools = ToolRegistry()
             tools.load(settings.tools_module)
         pacer = Pacer(slots=wrap_slots(store) if wrap_slots else store, clock=clock)
+        service_chatbase = wrap_chatbase(chatbase) if wrap_chatbase else chatbase
+        secret = settings.user_id_secret.get_secret_value() if settings.user_id_secret \
+            else None
         service = RelayService(
             settings=settings,
             store=store,
-            chatbase=wrap_chatbase(chatbase) if wrap_chatbase else chatbase,
+            chatbase=service_chatbase,
             pacer=pacer,
             clock=clock,
             metrics=metrics,
@@ -149,6 +154,7 @@ async def compose(
         yield Bridge(
             settings=settings, clock=clock, metrics=metrics, redis=redis, store=store,
             session=session, chatbase=chatbase, pacer=pacer, tools=tools, service=service,
+            history=History(chatbase=service_chatbase, cache=store, secret=secret),
         )
 
 

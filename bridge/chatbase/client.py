@@ -181,6 +181,25 @@ class ChatbaseClient:
         path = f"{self._agent_path}/users/{quote(user_id, safe='')}/conversations"
         return self._pages("list_user_conversations", path, limit, {})
 
+    async def user_conversations_page(
+        self, user_id: str, *, cursor: str | None = None, limit: int = 5
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a userId's conversations, most recently active first, and the cursor
+        of the next page (None on the last)."""
+        check_user_id(user_id)
+        path = f"{self._agent_path}/users/{quote(user_id, safe='')}/conversations"
+        params = {"limit": str(max(1, min(_PAGE_MAX, limit)))}
+        if cursor:
+            params["cursor"] = cursor
+        body, _ = await self._call("list_user_conversations", "GET", path, params=params,
+                                   kind=RequestKind.IDEMPOTENT)
+        data = body.get("data")
+        items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
+        pagination = body.get("pagination")
+        following = pagination.get("cursor") if isinstance(pagination, dict) else None
+        more = isinstance(pagination, dict) and bool(pagination.get("hasMore"))
+        return items, following if more and isinstance(following, str) and following else None
+
     def list_conversations(
         self, *, limit: int = 100, start_date: str | None = None, end_date: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:

@@ -97,3 +97,7 @@ class Keys:
     def stops(self) -> str:
         """The pub/sub channel on which replicas tell each other to stop an answer."""
         return f"{self.prefix}stops"
+
+    def history(self, user_id: str) -> str:
+        """A user's first page of past conversations, cached for a short time."""
+        return f"{self.prefix}hist:{escape(user_id)}"

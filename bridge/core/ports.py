@@ -311,6 +311,10 @@ class ChatbaseLike(Protocol):
         self, user_id: str, *, limit: int = 100
     ) -> AsyncIterator[dict[str, Any]]: ...
 
+    async def user_conversations_page(
+        self, user_id: str, *, cursor: str | None = None, limit: int = 5
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
 
 class SlotStore(Protocol):
     """Shared bucket state (``bridge.store.Store`` in production)."""

@@ -622,6 +622,14 @@ class RelayService:
             log.warning("cannot tell whether a thread is a conversation: %s", exc)
         return False
 
+    async def adopt(self, place: Place, author: str, conversation_id: str) -> None:
+        """Make ``conversation_id`` the conversation of ``author`` at ``place`` (a thread
+        that continues a past conversation), so the next message there continues it. The
+        caller has checked it is theirs (``History.resume``)."""
+        key = place_key(place, author, scope=self._settings.conversation_scope)
+        async with self._turn(key) as turn:
+            turn.remember(conversation_id, None, None, agent=self._chatbase.agent_id)
+
     async def reset(self, place: Place, author: str) -> bool:
         scope = self._settings.conversation_scope
         return await self._store.forget_conversation(place_key(place, author, scope=scope))

@@ -91,6 +91,16 @@ class Records:
         with self._link.trip():
             return bool(await self._link.client.delete(self._keys.conversation(key)))
 
+    async def cached_history(self, user_id: str) -> str | None:
+        with self._link.trip():
+            raw = await self._link.client.get(self._keys.history(user_id))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def cache_history(self, user_id: str, page: str, ttl: float) -> None:
+        with self._link.trip():
+            await self._link.client.set(self._keys.history(user_id), page,
+                                        px=max(1, int(ttl * 1000)))
+
     async def find_reply(
         self, platform: Platform, channel: str, message_id: str
     ) -> ReplyRecord | None:

@@ -472,15 +472,16 @@ class FakeChatbase:
         updated_at: int | None = None,
         status: str = "ongoing",
         conversation_id: str | None = None,
+        title: str | None = None,
     ) -> FakeConversation:
         """Add a conversation as if made earlier through the API; ``messages`` are
-        ``(role, text)`` pairs."""
+        ``(role, text)`` pairs; ``title`` None as Chatbase leaves it until it names one."""
         now = int(self.now())
         conv = FakeConversation(
             id=conversation_id or str(uuid.uuid4()), user_id=user_id,
             created_at=created_at if created_at is not None else now,
             updated_at=updated_at if updated_at is not None else (created_at or now),
-            status=status, seq=self._next_seq(),
+            status=status, seq=self._next_seq(), title=title,
         )
         for role, text in messages:
             conv.messages.append(FakeMessage(self._message_id(), role, text, conv.created_at))
