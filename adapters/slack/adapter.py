@@ -36,13 +36,15 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import SOMETHING_WENT_WRONG, EventTasks, apologise
-from adapters.slack import translate
+from adapters.slack import home, translate
 from adapters.slack.checks import BAD_TOKEN
+from adapters.slack.home import HomeTab
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
 from adapters.slack.translate import FEEDBACK_ACTION_ID, BotIdentity, Scope
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import ConfigError, PlatformError
+from bridge.core.history import History
 from bridge.core.models import InboundMessage, ReplyRecord
 from bridge.core.ports import Relay, ReplySink
 
@@ -124,9 +126,12 @@ class SlackAdapter:
         pacing: SlackPacing | None = None,
         call_timeout: float = 30.0,
         stream_clock: Callable[[], float] = time.monotonic,
+        history: History | None = None,
     ) -> None:
         self._settings = settings
         self._relay = relay
+        self._history = history
+        self._home: HomeTab | None = None
         self._metrics = metrics
         self._session = session
         self._pacing = pacing or SlackPacing()
@@ -213,6 +218,9 @@ class SlackAdapter:
         self._retrying_api = SlackApi(client=client, metrics=self._metrics,
                                       timeout=self._call_timeout * 3)
         self._identity = await self._auth_test(client)
+        if self._history is not None:
+            self._home = HomeTab(api=self._retrying_api, history=self._history,
+                                 relay=self._relay)
         bolt_client = AsyncWebClient(
             token=None, base_url=base_url, session=session, logger=log,
             retry_handlers=list(client.retry_handlers or []),
@@ -341,6 +349,8 @@ class SlackAdapter:
         app.event("reaction_removed")(self._on_reaction)
         app.action(FEEDBACK_ACTION_ID)(self._on_feedback_button)
         app.command(self._settings.slack_reset_command)(self._on_reset)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.action(re.compile("^(" + "|".join(home.ACTIONS) + ")$"))(self._on_home_press)
         # Anything else subscribed (or added to the manifest later) is acknowledged, so Slack
         # never sees a failed delivery for an event the bridge does not use.
         app.event(re.compile(r".*"))(self._on_other_event)
@@ -428,6 +438,20 @@ class SlackAdapter:
             await _ephemeral(ack, RESET_FAILED)
             return
         await _ephemeral(ack, RESET_DONE if existed else RESET_NOTHING)
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        viewer = translate.home_opened(body, self._scope)
+        if viewer is None or self._home is None:
+            return
+        self._tasks.spawn(self._home.show(viewer), name="slack-home")
+
+    async def _on_home_press(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        press = translate.home_press(body, self._bot, self._scope)
+        if press is None or self._home is None:
+            return
+        self._tasks.spawn(self._home.press(press.viewer, press.action_id, press.value),
+                          name="slack-home-press")
 
     async def _on_other_event(self) -> None:
         return None

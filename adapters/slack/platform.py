@@ -34,7 +34,7 @@ class SlackPlatform:
 
         return SlackAdapter(
             settings=bridge.settings, relay=bridge.service, metrics=bridge.metrics,
-            http_app=http_app, session=bridge.session,
+            http_app=http_app, session=bridge.session, history=bridge.history,
         )
 
     async def check(self, settings: Settings, session: aiohttp.ClientSession) -> CheckResult:

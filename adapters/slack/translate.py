@@ -407,6 +407,66 @@ def _press_workspace(body: Mapping[str, Any], bot: BotIdentity) -> tuple[str, st
     return team, enterprise
 
 
+# --------------------------------------------------------------------------- home tab
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Whose Home tab: the person and the installation (workspace, Grid org) their userId
+    lives in, found as for their messages so the history is theirs."""
+
+    user: str
+    workspace: str
+    enterprise: str | None = None
+
+    @property
+    def place(self) -> Place:
+        # The userId depends only on the platform, the workspace (or org) and the person.
+        return Place(platform=Platform.SLACK, workspace=self.workspace, channel="",
+                     enterprise=self.enterprise)
+
+
+def home_opened(body: Any, scope: Scope) -> Viewer | None:
+    """The viewer of an ``app_home_opened`` event on the Home tab; None for the other tabs
+    and for a workspace the bot does not serve."""
+    event = _event(body, "app_home_opened")
+    if event is None or event.get("tab") != "home":
+        return None
+    return _viewer(_id(event, "user"), _workspace(body, event), scope)
+
+
+@dataclass(frozen=True, slots=True)
+class HomePress:
+    viewer: Viewer
+    action_id: str
+    value: str | None
+
+
+def home_press(body: Any, bot: BotIdentity, scope: Scope) -> HomePress | None:
+    """A button pressed on the Home tab (``block_actions`` from a ``home`` view)."""
+    if not isinstance(body, Mapping):
+        return None
+    actions = body.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions else None
+    action_id = _str(action, "action_id")
+    if action_id is None:
+        return None
+    viewer = _viewer(_id(_map(body, "user"), "id"), _press_workspace(body, bot), scope)
+    if viewer is None:
+        return None
+    return HomePress(viewer=viewer, action_id=action_id, value=_str(action, "value"))
+
+
+def _viewer(user: str | None, where: tuple[str, str | None] | None,
+            scope: Scope) -> Viewer | None:
+    if user is None or where is None:
+        return None
+    workspace, enterprise = where
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel="", is_dm=True):
+        return None
+    return Viewer(user=user, workspace=workspace, enterprise=enterprise)
+
+
 # --------------------------------------------------------------------------- reset
 
 

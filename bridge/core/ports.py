@@ -116,6 +116,11 @@ class Relay(Protocol):
         """Forget the conversation of ``author`` at ``place``; True when there was one."""
         ...
 
+    async def adopt(self, place: Place, author: str, conversation_id: str) -> None:
+        """Bind ``author``'s conversation at ``place`` (a new thread) to
+        ``conversation_id``, checked to be theirs (``bridge.core.history.History.resume``)."""
+        ...
+
     async def stop(self, handle: str) -> bool:
         """Stop the answer(s) running under ``handle`` (``bridge.core.identity.thread_handle``
         or ``event_handle``), on this replica and the others; True when one was running

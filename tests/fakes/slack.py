@@ -200,6 +200,8 @@ class FakeSlack:
         self.messages: dict[str, SlackMessage] = {}
         self.acks: dict[str, dict[str, Any]] = {}
         self.ephemerals: list[dict[str, Any]] = []
+        self.home_views: dict[str, dict[str, Any]] = {}  # the Home tab each user sees now
+        self.dms: dict[str, str] = {}  # user → the DM channel with the bot
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
         self._passes: dict[str, int] = defaultdict(int)
         self._windows: dict[tuple[str, ...], deque[float]] = defaultdict(deque)
@@ -452,6 +454,8 @@ class FakeSlack:
             "chat.stopStream": self._stop_stream,
             "assistant.threads.setStatus": self._set_status,
             "chat.postEphemeral": self._post_ephemeral,
+            "views.publish": self._views_publish,
+            "conversations.open": self._conversations_open,
         }.get(method)
         if handler is None:
             raise _Reject("unknown_method", 404)
@@ -475,6 +479,38 @@ class FakeSlack:
             raise _Reject("invalid_arguments")
         self.ephemerals.append(dict(args))
         return {"message_ts": self._new_ts()}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/views.publish: a home view of at most
+        # 100 blocks; a button's value at most 2,000 characters, its action_id 255, a
+        # section's text 3,000 (https://docs.slack.dev/reference/block-kit/).
+        user, view = args.get("user_id"), args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not user or not isinstance(view, dict):
+            raise _Reject("invalid_arguments")
+        blocks = view.get("blocks")
+        if view.get("type") != "home" or not isinstance(blocks, list) or len(blocks) > 100:
+            raise _Reject("invalid_arguments")
+        for block in blocks:
+            text = block.get("text") if isinstance(block, dict) else None
+            if isinstance(text, dict) and len(text.get("text", "")) > 3000:
+                raise _Reject("invalid_arguments")
+            elements = [*block.get("elements", []), block.get("accessory") or {}]
+            for element in elements:
+                if element.get("type") == "button" and (
+                        len(element.get("value", "")) > 2000
+                        or not 0 < len(element.get("action_id", "")) <= 255):
+                    raise _Reject("invalid_arguments")
+        self.home_views[user] = view
+        return {"view": {"id": f"V{next(self._seq):08d}", **view}}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = args.get("users")
+        if not isinstance(user, str) or not user or "," in user:
+            raise _Reject("invalid_arguments")
+        channel = self.dms.setdefault(user, f"D{user}")
+        return {"channel": {"id": channel}}
 
     def _set_status(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel_id") or not args.get("thread_ts"):
@@ -718,6 +754,34 @@ def block_action(
             "type": "feedback_buttons", "action_id": action_id, "block_id": "fb",
             "value": value, "action_ts": f"{int(time.time())}.{next(_event_seq):06d}",
         }],
+    }
+
+
+def home_opened_event(*, user: str = "U0ASKER", tab: str = "home") -> dict[str, Any]:
+    """``app_home_opened``, shaped as the example on
+    https://docs.slack.dev/reference/events/app_home_opened."""
+    return {"type": "app_home_opened", "user": user, "channel": f"D{user}", "tab": tab,
+            "event_ts": f"{int(time.time())}.{next(_event_seq):06d}"}
+
+
+def home_action(
+    *, action_id: str, value: str | None = None, user: str = "U0ASKER",
+    team_id: str = "T0TEAM",
+) -> dict[str, Any]:
+    """A ``block_actions`` payload for a button on the Home tab (container type ``view``)."""
+    action: dict[str, Any] = {"type": "button", "action_id": action_id, "block_id": "b",
+                              "action_ts": f"{int(time.time())}.{next(_event_seq):06d}"}
+    if value is not None:
+        action["value"] = value
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": "asker", "name": "asker", "team_id": team_id},
+        "api_app_id": "A0FAKE", "token": "legacy-verification-token",
+        "container": {"type": "view", "view_id": "V0HOME"},
+        "trigger_id": "1.2.3", "team": {"id": team_id, "domain": "fake"},
+        "enterprise": None, "is_enterprise_install": False,
+        "view": {"id": "V0HOME", "type": "home"},
+        "actions": [action],
     }
 
 

@@ -162,6 +162,7 @@ async def slack_stack(
         adapter = SlackAdapter(
             settings=settings, relay=service, metrics=metrics, http_app=http_app,
             session=session, pacing=SlackPacing().scaled(scale), stream_clock=stream_clock,
+            history=bridge.history,
         )
         server = None
         if http_app is not None:
