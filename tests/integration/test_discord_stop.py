@@ -267,3 +267,27 @@ async def test_sources_can_be_turned_off(redis_url: str, redis_prefix: str) -> N
         await wait_final(s, question["id"], "Just the answer.")
         await s.adapter.wait_idle()
         assert [m["content"] for m in bot_messages(s, question["id"])] == ["Just the answer."]
+
+
+async def test_a_press_reaching_a_restarted_bot_is_routed_by_its_custom_id(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with discord_stack(redis_url, redis_prefix) as s:
+        gate = Gate()
+        s.chatbase.script(Answer(deltas=["Cut ", "short."], gate=gate))
+        ann = s.discord.user("ann")
+        question, posted = await streaming(s, ann, gate)
+        (stop,) = buttons(posted)
+        # The process restarts: the answer is cut off, a new client knows nothing of it.
+        first = s.adapter
+        await first.stop_intake()
+        await first.close()
+        s.adapters.remove(first)
+        await s.start_adapter()
+        shown = s.discord.messages[posted["id"]]["content"]
+
+        press = await s.discord.press(ann, s.discord.messages[posted["id"]], stop["custom_id"])
+        await s.discord.wait_for(lambda: s.discord.interaction(press["id"]).response_type)
+        await s.adapter.wait_idle()
+        assert callback_of(s, press).body["type"] == 6
+        assert s.discord.messages[posted["id"]]["content"] == shown
