@@ -276,7 +276,7 @@ async def test_a_press_reaching_a_restarted_bot_is_routed_by_its_custom_id(
         gate = Gate()
         s.chatbase.script(Answer(deltas=["Cut ", "short."], gate=gate))
         ann = s.discord.user("ann")
-        question, posted = await streaming(s, ann, gate)
+        _, posted = await streaming(s, ann, gate)
         (stop,) = buttons(posted)
         # The process restarts: the answer is cut off, a new client knows nothing of it.
         first = s.adapter
