@@ -26,6 +26,7 @@ from bridge.core.errors import (
 )
 from bridge.core.models import (
     ChatResult,
+    SourceFound,
     StreamEvent,
     StreamFinish,
     StreamMetadata,
@@ -307,7 +308,8 @@ def test_unknown_chunk_types_and_fields_are_ignored() -> None:
     )
     events, result = parse(data)
     assert result.text == "yes"
-    assert [type(e) for e in events] == [StreamStart, TextDelta, StreamFinish]
+    # A source is a known chunk (listed under the answer), not text.
+    assert [type(e) for e in events] == [StreamStart, SourceFound, TextDelta, StreamFinish]
 
 
 def test_tool_calls() -> None:
