@@ -151,7 +151,8 @@ CASES = [
                 {"type": "finish", "finishReason": "stop",
                  "messageMetadata": {"conversationId": "c-unknown"}},
             ) + "data: [DONE]\n\n", content_type="text/event-stream"),
-         text="Known text only."),
+         # A source is known: listed under the answer, never read as text.
+         text="Known text only.\n\n**Sources**\n1. [example.test](https://example.test/)"),
     Case("EOF without finish", setup=lambda f: f.script(Answer(
             deltas=PARTIAL.deltas, fault=StreamFault.EOF, fault_after=2)),
          text=cut("The first part, ", "the connection to the agent broke"),
