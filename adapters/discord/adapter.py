@@ -105,10 +105,12 @@ class _Client(discord.AutoShardedClient):
         self._adapter._on_reaction(event, added=False)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        # Stop buttons are routed by their custom id, whatever the message shows now: a
-        # press that races the answer's last edit (which removes the button) still arrives
-        # and must be acknowledged. discord.py's views and dynamic items would drop it, as
-        # they look the button up in the pressed message's current components.
+        # Stop buttons are routed by parsing their custom id, whatever the message shows
+        # now: a press that races the answer's last edit (which removes the button) still
+        # arrives and must be acknowledged. A persistent view needs fixed custom ids, and
+        # discord.py's dynamic items look the button up in the pressed message's current
+        # components, so they would drop that press
+        # (https://discordpy.readthedocs.io/en/stable/api.html#discord.on_interaction).
         if interaction.type is discord.InteractionType.component and interaction.data:
             stop = parse_stop(interaction.data.get("custom_id"))
             if stop is not None:
