@@ -168,6 +168,7 @@ async def slack_stack(
             server = TestServer(http_app, host="127.0.0.1", port=0)
             await server.start_server()
             stack.push_async_callback(server.close)
+            slack.events_url = str(server.make_url(EVENTS_PATH))
 
         async def shut_down() -> None:
             await adapter.stop_intake()
