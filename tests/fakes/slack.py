@@ -389,6 +389,7 @@ class FakeSlack:
         signature = SignatureVerifier(secret or self.signing_secret).generate_signature(
             timestamp=ts, body=body
         )
+        assert signature is not None
         return {
             "content-type": "application/json",
             "x-slack-request-timestamp": ts,

@@ -42,6 +42,7 @@ class Relay:
     conversations: set[str] = field(default_factory=set)
     messages: list[InboundMessage] = field(default_factory=list)
     reactions: list[InboundReaction] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
 
     async def handle_message(self, message: InboundMessage, sink: ReplySink) -> None:
         self.messages.append(message)
@@ -61,6 +62,10 @@ class Relay:
         return None
 
     async def reset(self, place: Place, author: str) -> bool:
+        return False
+
+    async def stop(self, handle: str) -> bool:
+        self.stops.append(handle)
         return False
 
 

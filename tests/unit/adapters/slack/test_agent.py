@@ -6,6 +6,7 @@ import logging
 
 import aiohttp
 import pytest
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,7 +35,8 @@ async def answer(sink: SlackSink, text: str = "Answer") -> None:
 
 
 def api_for(slack: FakeSlack, session: aiohttp.ClientSession, *, retry: bool = False) -> SlackApi:
-    handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=2)] if retry else []
+    handlers: list[AsyncRetryHandler] = (
+        [AsyncRateLimitErrorRetryHandler(max_retry_count=2)] if retry else [])
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url, session=session,
                             retry_handlers=handlers)
     return SlackApi(client=client, metrics=Metrics(), timeout=10.0)
