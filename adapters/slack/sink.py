@@ -5,7 +5,10 @@ decides how. A threaded reply streams with ``chat.startStream`` / ``appendStream
 ``stopStream`` (standard Markdown in ``markdown_text``); a top-level DM reply, a regenerated
 answer and any reply whose stream cannot start are posted with ``chat.postMessage`` and
 rewritten with ``chat.update`` (a ``markdown`` block plus a plain ``text`` fallback).
-Everything sent is escaped (``&``, ``<``, ``>``), so model text can never ping.
+Everything sent is escaped (``&``, ``<``, ``>``), so model text can never ping. A threaded
+reply runs in the thread's agent session (``adapters.slack.agent``): processing while it
+works, active once finished; a stream the reader stops is reported to the adapter (which
+stops the answer) and its message is finished with ``chat.update``.
 
 Calls are never retried here (the client has no retry handlers): a 429 becomes
 ``PlatformRateLimited`` and the core's pacer waits; the budgets below keep the whole

@@ -146,6 +146,23 @@ async def test_the_stop_button_works_over_socket_mode(redis_url: str, redis_pref
         assert_stopped_cleanly(stack, "One ")
 
 
+async def test_a_stopped_posted_answer_loses_its_progress_mark(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with slack_stack(redis_url, redis_prefix,
+                           BRIDGE_SLACK_NATIVE_STREAMING="false") as stack:
+        gate = Gate()
+        stack.chatbase.script(Answer(deltas=["Half ", "of it."], gate=gate))
+        await ask(stack)
+        gate.release(1)
+        await stack.slack.wait_for(
+            lambda: stack.slack.thread_texts("C0CHAN", TS) == ["Half " + PROGRESS_MARK])
+        assert await stack.slack.press_stop("C0CHAN", TS) == []  # no stream to stop
+        await stack.chatbase.wait_for(lambda: stack.chatbase.streams_aborted == 1)
+        await stack.idle()
+        assert_stopped_cleanly(stack, "Half ")
+
+
 async def test_a_stop_for_a_finished_answer_only_settles_the_session(stack: SlackStack) -> None:
     stack.chatbase.script(Answer(text="All done."))
     await ask(stack)
