@@ -151,7 +151,8 @@ CASES = [
                 {"type": "finish", "finishReason": "stop",
                  "messageMetadata": {"conversationId": "c-unknown"}},
             ) + "data: [DONE]\n\n", content_type="text/event-stream"),
-         text="Known text only."),
+         # The source-url chunk is known (BRIDGE_SHOW_SOURCES): listed under the answer.
+         text="Known text only.\n\n**Sources**\n1. [example.test](https://example.test/)"),
     Case("EOF without finish", setup=lambda f: f.script(Answer(
             deltas=PARTIAL.deltas, fault=StreamFault.EOF, fault_after=2)),
          text=cut("The first part, ", "the connection to the agent broke"),

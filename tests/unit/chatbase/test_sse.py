@@ -26,6 +26,7 @@ from bridge.core.errors import (
 )
 from bridge.core.models import (
     ChatResult,
+    SourceFound,
     StreamEvent,
     StreamFinish,
     StreamMetadata,
@@ -307,7 +308,9 @@ def test_unknown_chunk_types_and_fields_are_ignored() -> None:
     )
     events, result = parse(data)
     assert result.text == "yes"
-    assert [type(e) for e in events] == [StreamStart, TextDelta, StreamFinish]
+    # source-url is known (the answer's sources); the rest is ignored.
+    assert [type(e) for e in events] == [StreamStart, SourceFound, TextDelta, StreamFinish]
+    assert isinstance(events[1], SourceFound) and events[1].source.url == "https://x"
 
 
 def test_tool_calls() -> None:
