@@ -37,13 +37,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import SOMETHING_WENT_WRONG, EventTasks, apologise
 from adapters.slack import translate
+from adapters.slack.agent import AgentSessions, SuggestedPrompts
 from adapters.slack.checks import BAD_TOKEN
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
 from adapters.slack.translate import FEEDBACK_ACTION_ID, BotIdentity, Scope
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import ConfigError, PlatformError
-from bridge.core.models import InboundMessage, ReplyRecord
+from bridge.core.identity import thread_handle
+from bridge.core.models import InboundMessage, Platform, ReplyRecord
 from bridge.core.ports import Relay, ReplySink
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,11 @@ class SlackAdapter:
         self._identity: BotIdentity | None = None
         self._verifier: SignatureVerifier | None = None
         self._tasks = EventTasks(platform="slack")
+        # Whether the app is declared as an agent is learnt once per process, by whichever
+        # reply asks first; every sink shares the answer.
+        self._sessions = AgentSessions()
+        self._prompts = SuggestedPrompts(
+            [p.model_dump() for p in settings.slack_suggested_prompts])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -339,6 +346,8 @@ class SlackAdapter:
         app.event("message")(self._on_message)
         app.event("reaction_added")(self._on_reaction)
         app.event("reaction_removed")(self._on_reaction)
+        app.event("agent_session_stopped")(self._on_session_stopped)
+        app.event("app_home_opened")(self._on_home_opened)
         app.action(FEEDBACK_ACTION_ID)(self._on_feedback_button)
         app.command(self._settings.slack_reset_command)(self._on_reset)
         # Anything else subscribed (or added to the manifest later) is acknowledged, so Slack
@@ -403,6 +412,31 @@ class SlackAdapter:
         # No notice on failure: a reaction has no reply of its own to carry one.
         self._tasks.spawn(self._relay.handle_reaction(reaction, self.open_sink),
                           name="slack-reaction")
+
+    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
+        stop = translate.session_stopped(body, self._scope)
+        if stop is None:
+            return
+        self._tasks.spawn(self._stop_session(stop.channel, stop.thread_ts),
+                          name="slack-session-stopped")
+
+    async def _stop_session(self, channel: str, thread_ts: str) -> None:
+        """The stop button of an agent session: stop the answer in that thread (whichever
+        replica runs it) and move the session away from processing at once, even when no
+        answer runs any more (https://docs.slack.dev/reference/events/agent_session_stopped/).
+        The answer's own finish confirms the stop to the user ("Stopped.")."""
+        await self._relay.stop(thread_handle(Platform.SLACK, channel, thread_ts))
+        if self._retrying_api is not None:
+            await self._sessions.active(self._retrying_api, channel=channel,
+                                        thread_ts=thread_ts)
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        # Only the messages tab has prompts; the Home tab is not used (yet).
+        channel = translate.messages_tab_opened(body, self._scope)
+        if channel is None or self._retrying_api is None:
+            return
+        self._tasks.spawn(self._prompts.show(self._retrying_api, channel=channel),
+                          name="slack-suggested-prompts")
 
     async def _on_feedback_button(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -473,15 +507,29 @@ class SlackAdapter:
 
     def sink_for(self, message: InboundMessage) -> SlackSink:
         """The sink for a new answer: in a thread (streamed) unless it is a top-level DM."""
+        thread = message.conversation_thread
+        on_stopped = None
+        if thread is not None:
+            # The handle the core registers this answer under (bridge.core.identity).
+            handle = thread_handle(Platform.SLACK, message.place.channel, thread)
+
+            def on_stopped() -> None:
+                self._tasks.spawn(self._stop_answer(handle), name="slack-stop")
+
         return self._sink(
             ReplyTarget(
                 workspace=message.place.workspace,
                 channel=message.place.channel,
-                thread_ts=message.conversation_thread,
+                thread_ts=thread,
                 asker=message.author,
+                question=message.text,
             ),
             stream=self._settings.slack_native_streaming,
+            on_stopped=on_stopped,
         )
+
+    async def _stop_answer(self, handle: str) -> None:
+        await self._relay.stop(handle)
 
     def open_sink(self, record: ReplyRecord) -> ReplySink:
         """A sink that rewrites an existing reply in place (regenerate): post + update."""
@@ -496,8 +544,8 @@ class SlackAdapter:
             existing=record.part_ids,
         )
 
-    def _sink(self, target: ReplyTarget, *, stream: bool,
-              existing: Sequence[str] = ()) -> SlackSink:
+    def _sink(self, target: ReplyTarget, *, stream: bool, existing: Sequence[str] = (),
+              on_stopped: Callable[[], None] | None = None) -> SlackSink:
         if self._api is None or self._retrying_api is None:
             raise RuntimeError("the Slack adapter is not started")
         return SlackSink(
@@ -510,6 +558,8 @@ class SlackAdapter:
             stream_rollover=self._settings.slack_stream_rollover_seconds,
             now=self._stream_clock,
             existing=existing,
+            sessions=self._sessions,
+            on_stopped=on_stopped,
         )
 
 

@@ -49,15 +49,18 @@ async def test_mention_is_acknowledged_first_then_streamed_in_its_thread(
     assert stack.slack.thread_texts("C0CHAN", TS) == [
         "Refunds take **five** days.\n\n- ask us"
     ]
-    sequence = methods(stack, "assistant.threads.setStatus", "chat.startStream",
+    sequence = methods(stack, "agents.sessions.setStatus", "chat.startStream",
                        "chat.appendStream", "chat.stopStream", "chat.postMessage")
-    assert sequence[0] == "assistant.threads.setStatus"
-    assert sequence[-1] == "assistant.threads.setStatus"
+    assert sequence[0] == "agents.sessions.setStatus"
+    assert sequence[-1] == "agents.sessions.setStatus"
     streamed = [m for m in sequence if m.startswith("chat.")]
     assert streamed[0] == "chat.startStream" and streamed[-1] == "chat.stopStream"
     assert "chat.postMessage" not in streamed
-    statuses = [c.args["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
-    assert statuses == ["is thinking…", ""]
+    # The answer ran in an agent session titled with the question, left active at the end.
+    session = stack.slack.session("C0CHAN", TS)
+    assert session.history[0] == "processing" and session.status == "active"
+    assert session.title == "how long do refunds take?" and session.initiator == "U0ASKER"
+    assert stack.slack.calls_to("assistant.threads.setStatus") == []
     assert stack.slack.rate_limited == []
 
 
