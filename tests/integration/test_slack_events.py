@@ -252,6 +252,26 @@ async def test_follow_ups_in_a_thread_need_a_conversation(stack: SlackStack) -> 
     assert len(stack.slack.thread_texts("C0CHAN", TS)) == 2
 
 
+async def test_a_follow_up_during_the_first_answer_joins_its_conversation(
+    stack: SlackStack,
+) -> None:
+    gate = Gate()
+    stack.chatbase.script(Answer(deltas=["Still ", "writing."], gate=gate))
+    await stack.deliver(event_envelope(mention_event(text="<@UBOT> first", ts=TS)))
+    gate.release(1)
+    await gate.wait_sent(1)
+    # Sent while the first answer streams, before its conversation is stored.
+    await stack.deliver(event_envelope(message_event(
+        text="and then?", ts="1700000005.000100", channel="C0CHAN", channel_type="channel",
+        thread_ts=TS)))
+    await stack.chatbase.wait_for(lambda: stack.chatbase.streams_started == 1)
+    gate.open()
+    await stack.idle()
+    chats = stack.chatbase.chat_calls
+    assert [c.body["message"] for c in chats] == ["first", "and then?"]
+    assert chats[1].body["conversationId"] in stack.chatbase.conversations
+
+
 async def test_bots_self_and_edits_are_ignored(stack: SlackStack) -> None:
     for extra in ({"bot_id": "B0OTHER"}, {"user": "UBOT", "bot_id": "BBOT"},
                   {"subtype": "message_changed"}):
