@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from bridge.app.settings import Settings, env_name
@@ -44,6 +45,9 @@ def _default(value: Any) -> str:
         return f"`{value.value}`"
     if isinstance(value, float):
         return f"`{value:g}`"
+    if isinstance(value, list | tuple) and value and isinstance(value[0], BaseModel):
+        # Written as the JSON the setting takes.
+        return f"`{json.dumps([item.model_dump() for item in value], ensure_ascii=False)}`"
     if isinstance(value, list | tuple):
         return f"`{','.join(str(item) for item in value)}`" if value else "(empty)"
     return f"`{value}`"

@@ -4,8 +4,9 @@ Messages and reactions come through discord.py's public events (``on_message``, 
 for every message whether or not its channel is cached, and ``on_raw_reaction_add``/
 ``remove``, which need no message cache), are turned into the gateway payload's fields and
 translated by the pure ``translate`` module; each is handled in a task the adapter owns
-(``adapters.common.EventTasks``), so shutdown can wait for or cancel them. Slash commands and
-feedback buttons come through discord.py's command tree and a persistent view.
+(``adapters.common.EventTasks``), so shutdown can wait for or cancel them. Slash commands,
+feedback buttons and Stop buttons come through discord.py's command tree, a persistent view
+and ``on_interaction`` (``adapters.discord.views``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import BridgeError, ConfigError, PlatformError
 from bridge.core.feedback import FeedbackPolicy
+from bridge.core.identity import event_handle
 from bridge.core.models import (
     Feedback,
     InboundFeedbackButton,
@@ -41,9 +43,16 @@ from bridge.core.ports import Relay, ReplySink
 
 from . import translate
 from .checks import shard_problem
-from .sink import DEFAULT_INTERVAL, NO_MENTIONS, ChannelSink, InteractionSink, ThreadRequest
+from .sink import (
+    DEFAULT_INTERVAL,
+    NO_MENTIONS,
+    ChannelSink,
+    InteractionSink,
+    ThreadRequest,
+    ViewFactory,
+)
 from .translate import ChannelFacts, ChannelKind, Filters, ReplyMode
-from .views import FeedbackView, layout_view
+from .views import FeedbackView, layout_view, parse_stop, stop_view
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ READY_TIMEOUT = 120.0
 # the bridge never sets. Tests reach a fake through the public ``Client(connector=...)``
 # ("setting a dns resolver or sslcontext", discord.py's Client documentation) instead.
 DISCORD_API = "https://discord.com/api/v10"
+
+ONLY_ASKER_MAY_STOP = "Only the person who asked, or a moderator, can stop this answer."
 
 _MESSAGE_CONTENT_OFF = (
     "BRIDGE_DISCORD_MESSAGE_CONTENT is off: the bot answers mentions, DMs and slash commands; "
@@ -92,6 +103,18 @@ class _Client(discord.AutoShardedClient):
 
     async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
         self._adapter._on_reaction(event, added=False)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # Stop buttons are routed by parsing their custom id, whatever the message shows
+        # now: a press that races the answer's last edit (which removes the button) still
+        # arrives and must be acknowledged. A persistent view needs fixed custom ids, and
+        # discord.py's dynamic items look the button up in the pressed message's current
+        # components, so they would drop that press
+        # (https://discordpy.readthedocs.io/en/stable/api.html#discord.on_interaction).
+        if interaction.type is discord.InteractionType.component and interaction.data:
+            stop = parse_stop(interaction.data.get("custom_id"))
+            if stop is not None:
+                await self._adapter._on_stop_button(interaction, *stop)
 
 
 class DiscordAdapter:
@@ -408,20 +431,24 @@ class DiscordAdapter:
             await sink.close()
 
     def _message_sink(self, decision: translate.MessageDecision) -> ChannelSink:
-        place = decision.message.place
+        message = decision.message
+        place = message.place
+        live = _stop_view_of(message)
         if decision.mode is ReplyMode.OPEN_THREAD:
             assert decision.thread_name is not None
             return self._channel_sink(
                 place.channel,
                 open_thread=ThreadRequest(
                     parent_id=place.channel,
-                    message_id=decision.message.message_id,
+                    message_id=message.message_id,
                     name=decision.thread_name,
                 ),
+                live_view=live,
             )
         if decision.mode is ReplyMode.INLINE:
-            return self._channel_sink(place.channel, reply_to=decision.message.message_id)
-        return self._channel_sink(decision.target_channel)
+            return self._channel_sink(place.channel, reply_to=message.message_id,
+                                      live_view=live)
+        return self._channel_sink(decision.target_channel, live_view=live)
 
     def _channel_sink(
         self,
@@ -429,6 +456,7 @@ class DiscordAdapter:
         *,
         reply_to: str | None = None,
         open_thread: ThreadRequest | None = None,
+        live_view: ViewFactory | None = None,
     ) -> ChannelSink:
         assert self._client is not None
         return ChannelSink(
@@ -439,6 +467,7 @@ class DiscordAdapter:
             reply_to=reply_to,
             open_thread=open_thread,
             view_factory=layout_view if self._settings.discord_feedback_buttons else None,
+            live_view=live_view,
         )
 
     # ------------------------------------------------------------------ reactions
@@ -532,6 +561,7 @@ class DiscordAdapter:
             metrics=self._metrics,
             interval=self._interval,
             view_factory=layout_view if self._settings.discord_feedback_buttons else None,
+            live_view=_stop_view_of(message),
         )
         self._tasks.spawn(self._render(message, sink), name="discord-ask",
                           notice=lambda: apologise(sink))
@@ -588,6 +618,31 @@ class DiscordAdapter:
             self._relay.handle_feedback_button(press), name="discord-feedback-button",
             notice=lambda: _follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG),
         )
+
+    async def _on_stop_button(
+        self, interaction: discord.Interaction[Any], asker: str, event_id: str
+    ) -> None:
+        # Only the asker, or someone who may manage messages in this channel (the
+        # interaction's resolved permissions, overwrites included), stops an answer.
+        if str(interaction.user.id) != asker and not interaction.permissions.manage_messages:
+            await _reply_ephemeral(interaction, ONLY_ASKER_MAY_STOP)
+            return
+        # A silent acknowledgement first, within Discord's 3 s: the answer's own final edit
+        # is what the presser sees.
+        if not await _defer(interaction, ephemeral=False, what="a Stop button"):
+            return
+        self._tasks.spawn(self._stop(event_id), name="discord-stop-button",
+                          notice=lambda: _follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG))
+
+    async def _stop(self, event_id: str) -> None:
+        if not await self._relay.stop(event_handle(Platform.DISCORD, event_id)):
+            # Already finished, or running on another process (told through Redis).
+            log.info("Stop pressed for an answer not running in this process")
+
+
+def _stop_view_of(message: InboundMessage) -> ViewFactory:
+    """The Stop button of the answer to ``message``, while it is written."""
+    return lambda: stop_view(message.author, message.event_id)
 
 
 def _channel_facts(channel: Any, guild: discord.Guild | None) -> ChannelFacts:

@@ -1,5 +1,12 @@
 """How an answer appears on Discord: a thread or channel message posted then edited, or the
-response of a slash command; typing until the first text; feedback buttons at the end.
+response of a slash command; typing until the first text; a Stop button while it is written;
+feedback buttons at the end.
+
+The Stop button (``live_view``) costs no call of its own: it rides on the post of each part
+that is still being written, stays through the edits that follow (an edit without
+``components`` leaves them as they are,
+https://discord.com/developers/docs/resources/message#edit-message), and the part's final
+edit sends an empty components list, which removes it.
 
 The core's renderer decides when to call and what each part says. A call here may sit inside
 discord.py's rate-limit sleep (it pre-empts the bucket it read from the headers); that is
@@ -58,6 +65,14 @@ THREAD_ALREADY_CREATED = 160004
 OLD_MESSAGE_EDITS = 30046
 
 ViewFactory = Callable[[], discord.ui.View]
+
+
+def _live(live_view: ViewFactory | None, *, final: bool) -> dict[str, Any]:
+    """The ``view`` argument of a write: the live view on a part still being written, none
+    (components removed) on its final write, nothing (left alone) without a live view."""
+    if live_view is None:
+        return {}
+    return {"view": None if final else live_view()}
 
 
 def translate_error(exc: BaseException, what: str) -> NoReturn:
@@ -136,7 +151,10 @@ class ChannelSink:
         reply_to: str | None = None,
         open_thread: ThreadRequest | None = None,
         view_factory: ViewFactory | None = None,
+        live_view: ViewFactory | None = None,
     ) -> None:
+        """``view_factory`` makes the buttons of a finished answer, ``live_view`` those of a
+        part still being written (the Stop button)."""
         self._http = http
         self._metrics = metrics
         # A thread created from a message gets the message's id, so the target is known
@@ -147,6 +165,7 @@ class ChannelSink:
         self._thread = open_thread
         self._thread_lock = asyncio.Lock()
         self._view_factory = view_factory
+        self._live_view = live_view
         self._typing = _Typing()
         self._part_ids: list[str] = []
 
@@ -215,6 +234,8 @@ class ChannelSink:
                 channel_id=int(self._channel),
                 fail_if_not_exists=False,
             ).to_message_reference_dict()
+        if not final:
+            extra.update(_live(self._live_view, final=False))
         self._count("post")
         try:
             with handle_message_parameters(
@@ -227,9 +248,13 @@ class ChannelSink:
         return self._part_ids[-1]
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
+        # The Stop button came with the post; only the final edit touches it (removes it).
+        extra = _live(self._live_view, final=True) if final else {}
         self._count("edit")
         try:
-            with handle_message_parameters(content=text, allowed_mentions=NO_MENTIONS) as params:
+            with handle_message_parameters(
+                content=text, allowed_mentions=NO_MENTIONS, **extra
+            ) as params:
                 await self._http.edit_message(self._channel, message_id, params=params)
         except Exception as exc:
             translate_error(exc, "edit")
@@ -283,11 +308,13 @@ class InteractionSink:
         metrics: Metrics,
         interval: float = DEFAULT_INTERVAL,
         view_factory: ViewFactory | None = None,
+        live_view: ViewFactory | None = None,
     ) -> None:
         self._interaction = interaction
         self._metrics = metrics
         self._interval = interval
         self._view_factory = view_factory
+        self._live_view = live_view
         self._original: str | None = None
         self._part_ids: list[str] = []
 
@@ -308,17 +335,18 @@ class InteractionSink:
         """The deferred response already shows "… is thinking"."""
 
     async def post(self, text: str, *, final: bool) -> str:
+        live = _live(self._live_view, final=False) if not final else {}
         self._count("post")
         try:
             if self._original is None:
                 message = await self._interaction.edit_original_response(
-                    content=text, allowed_mentions=NO_MENTIONS
+                    content=text, allowed_mentions=NO_MENTIONS, **live
                 )
                 self._original = str(message.id)
                 self._part_ids.append(self._original)
                 return self._original
             sent = await self._interaction.followup.send(
-                content=text, allowed_mentions=NO_MENTIONS, wait=True
+                content=text, allowed_mentions=NO_MENTIONS, wait=True, **live
             )
         except Exception as exc:
             translate_error(exc, "post")
@@ -326,15 +354,16 @@ class InteractionSink:
         return self._part_ids[-1]
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
+        extra = _live(self._live_view, final=True) if final else {}
         self._count("edit")
         try:
             if message_id == self._original:
                 await self._interaction.edit_original_response(
-                    content=text, allowed_mentions=NO_MENTIONS
+                    content=text, allowed_mentions=NO_MENTIONS, **extra
                 )
             else:
                 await self._interaction.followup.edit_message(
-                    int(message_id), content=text, allowed_mentions=NO_MENTIONS
+                    int(message_id), content=text, allowed_mentions=NO_MENTIONS, **extra
                 )
         except Exception as exc:
             translate_error(exc, "edit")

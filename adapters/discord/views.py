@@ -1,7 +1,9 @@
-"""The 👍/👎 feedback buttons: one persistent view that survives restarts by its custom ids."""
+"""The buttons under answers: 👍/👎 feedback and Stop, both routed after a restart by their
+custom ids alone (no view kept in memory per message)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +15,13 @@ from bridge.core.models import Feedback
 # answer it belongs to is found through the pressed message's id, not the custom id.
 POSITIVE_ID = "cbb:fb:pos"
 NEGATIVE_ID = "cbb:fb:neg"
+
+# The Stop button names the asker and the question's event id (both snowflakes of at most
+# 20 digits: 50 characters in all, within Discord's 100-character custom_id limit,
+# https://discord.com/developers/docs/components/reference#button).
+STOP_PREFIX = "cbb:stop:"
+STOP_TEMPLATE = re.compile(STOP_PREFIX + r"(?P<asker>[0-9]{1,20}):(?P<event>[0-9]{1,20})")
+STOP_LABEL = "Stop"
 
 PressHandler = Callable[[discord.Interaction[Any], Feedback], Awaitable[None]]
 
@@ -46,5 +55,30 @@ def layout_view() -> FeedbackView:
     """A view for sending only: stopped, so discord.py does not keep a copy per message
     (the one registered persistent view dispatches every press)."""
     view = FeedbackView()
+    view.stop()
+    return view
+
+
+def stop_custom_id(asker: str, event_id: str) -> str:
+    return f"{STOP_PREFIX}{asker}:{event_id}"
+
+
+def parse_stop(custom_id: object) -> tuple[str, str] | None:
+    """(asker, event id) of a Stop button's custom id; None for any other component."""
+    if not isinstance(custom_id, str):
+        return None
+    found = STOP_TEMPLATE.fullmatch(custom_id)
+    return (found["asker"], found["event"]) if found else None
+
+
+def stop_view(asker: str, event_id: str) -> discord.ui.View:
+    """The layout sent with an answer while it is written: the Stop button alone. Stopped,
+    like ``layout_view``: presses are routed by parsing the custom id (``parse_stop``), not
+    by a view kept per message."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(
+        style=discord.ButtonStyle.secondary, label=STOP_LABEL,
+        custom_id=stop_custom_id(asker, event_id),
+    ))
     view.stop()
     return view

@@ -37,6 +37,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import SOMETHING_WENT_WRONG, EventTasks, apologise
 from adapters.slack import home, translate
+from adapters.slack.agent import AgentSessions, SuggestedPrompts
 from adapters.slack.checks import BAD_TOKEN
 from adapters.slack.home import HomeTab
 from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
@@ -45,7 +46,8 @@ from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import ConfigError, PlatformError
 from bridge.core.history import History
-from bridge.core.models import InboundMessage, ReplyRecord
+from bridge.core.identity import thread_handle
+from bridge.core.models import InboundMessage, Platform, ReplyRecord
 from bridge.core.ports import Relay, ReplySink
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,11 @@ class SlackAdapter:
         self._identity: BotIdentity | None = None
         self._verifier: SignatureVerifier | None = None
         self._tasks = EventTasks(platform="slack")
+        # Whether the app is declared as an agent is learnt once per process, by whichever
+        # reply asks first; every sink shares the answer.
+        self._sessions = AgentSessions()
+        self._prompts = SuggestedPrompts(
+            [p.model_dump() for p in settings.slack_suggested_prompts])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -347,9 +354,10 @@ class SlackAdapter:
         app.event("message")(self._on_message)
         app.event("reaction_added")(self._on_reaction)
         app.event("reaction_removed")(self._on_reaction)
+        app.event("agent_session_stopped")(self._on_session_stopped)
+        app.event("app_home_opened")(self._on_home_opened)
         app.action(FEEDBACK_ACTION_ID)(self._on_feedback_button)
         app.command(self._settings.slack_reset_command)(self._on_reset)
-        app.event("app_home_opened")(self._on_home_opened)
         app.action(re.compile("^(" + "|".join(home.ACTIONS) + ")$"))(self._on_home_press)
         # Anything else subscribed (or added to the manifest later) is acknowledged, so Slack
         # never sees a failed delivery for an event the bridge does not use.
@@ -414,6 +422,33 @@ class SlackAdapter:
         self._tasks.spawn(self._relay.handle_reaction(reaction, self.open_sink),
                           name="slack-reaction")
 
+    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
+        stop = translate.session_stopped(body, self._scope)
+        if stop is None:
+            return
+        self._tasks.spawn(self._stop_session(stop.channel, stop.thread_ts),
+                          name="slack-session-stopped")
+
+    async def _stop_session(self, channel: str, thread_ts: str) -> None:
+        """The stop button of an agent session: stop the answer in that thread (whichever
+        replica runs it) and move the session away from processing at once, even when no
+        answer runs any more (https://docs.slack.dev/reference/events/agent_session_stopped/).
+        The answer's own finish confirms the stop to the user ("Stopped.")."""
+        await self._relay.stop(thread_handle(Platform.SLACK, channel, thread_ts))
+        if self._retrying_api is not None:
+            await self._sessions.active(self._retrying_api, channel=channel,
+                                        thread_ts=thread_ts)
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        # The messages tab shows suggested prompts; the Home tab, the person's history.
+        channel = translate.messages_tab_opened(body, self._scope)
+        if channel is not None and self._retrying_api is not None:
+            self._tasks.spawn(self._prompts.show(self._retrying_api, channel=channel),
+                              name="slack-suggested-prompts")
+        viewer = translate.home_opened(body, self._scope)
+        if viewer is not None and self._home is not None:
+            self._tasks.spawn(self._home.show(viewer), name="slack-home")
+
     async def _on_feedback_button(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         press = translate.feedback_button(body, self._bot, self._scope)
@@ -438,12 +473,6 @@ class SlackAdapter:
             await _ephemeral(ack, RESET_FAILED)
             return
         await _ephemeral(ack, RESET_DONE if existed else RESET_NOTHING)
-
-    async def _on_home_opened(self, body: dict[str, Any]) -> None:
-        viewer = translate.home_opened(body, self._scope)
-        if viewer is None or self._home is None:
-            return
-        self._tasks.spawn(self._home.show(viewer), name="slack-home")
 
     async def _on_home_press(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -497,15 +526,29 @@ class SlackAdapter:
 
     def sink_for(self, message: InboundMessage) -> SlackSink:
         """The sink for a new answer: in a thread (streamed) unless it is a top-level DM."""
+        thread = message.conversation_thread
+        on_stopped = None
+        if thread is not None:
+            # The handle the core registers this answer under (bridge.core.identity).
+            handle = thread_handle(Platform.SLACK, message.place.channel, thread)
+
+            def on_stopped() -> None:
+                self._tasks.spawn(self._stop_answer(handle), name="slack-stop")
+
         return self._sink(
             ReplyTarget(
                 workspace=message.place.workspace,
                 channel=message.place.channel,
-                thread_ts=message.conversation_thread,
+                thread_ts=thread,
                 asker=message.author,
+                question=message.text,
             ),
             stream=self._settings.slack_native_streaming,
+            on_stopped=on_stopped,
         )
+
+    async def _stop_answer(self, handle: str) -> None:
+        await self._relay.stop(handle)
 
     def open_sink(self, record: ReplyRecord) -> ReplySink:
         """A sink that rewrites an existing reply in place (regenerate): post + update."""
@@ -520,8 +563,8 @@ class SlackAdapter:
             existing=record.part_ids,
         )
 
-    def _sink(self, target: ReplyTarget, *, stream: bool,
-              existing: Sequence[str] = ()) -> SlackSink:
+    def _sink(self, target: ReplyTarget, *, stream: bool, existing: Sequence[str] = (),
+              on_stopped: Callable[[], None] | None = None) -> SlackSink:
         if self._api is None or self._retrying_api is None:
             raise RuntimeError("the Slack adapter is not started")
         return SlackSink(
@@ -534,6 +577,8 @@ class SlackAdapter:
             stream_rollover=self._settings.slack_stream_rollover_seconds,
             now=self._stream_clock,
             existing=existing,
+            sessions=self._sessions,
+            on_stopped=on_stopped,
         )
 
 

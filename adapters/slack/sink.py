@@ -5,7 +5,10 @@ decides how. A threaded reply streams with ``chat.startStream`` / ``appendStream
 ``stopStream`` (standard Markdown in ``markdown_text``); a top-level DM reply, a regenerated
 answer and any reply whose stream cannot start are posted with ``chat.postMessage`` and
 rewritten with ``chat.update`` (a ``markdown`` block plus a plain ``text`` fallback).
-Everything sent is escaped (``&``, ``<``, ``>``), so model text can never ping.
+Everything sent is escaped (``&``, ``<``, ``>``), so model text can never ping. A threaded
+reply runs in the thread's agent session (``adapters.slack.agent``): processing while it
+works, active once finished; a stream the reader stops is reported to the adapter (which
+stops the answer) and its message is finished with ``chat.update``.
 
 Calls are never retried here (the client has no retry handlers): a 429 becomes
 ``PlatformRateLimited`` and the core's pacer waits; the budgets below keep the whole
@@ -19,13 +22,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.agent import AgentSessions
 from adapters.slack.markup import escape, escaped_length, escaped_prefix, split_for_escaped_limit
 from adapters.slack.translate import FEEDBACK_ACTION_ID
 from bridge.app.metrics import Metrics
@@ -119,12 +123,15 @@ class SlackPacing:
 @dataclass(frozen=True, slots=True)
 class ReplyTarget:
     """Where a reply goes. ``workspace`` is the rate-limit space and the stream's
-    recipient team; ``asker`` the stream's recipient user."""
+    recipient team; ``asker`` the stream's recipient user and the agent session's initiator;
+    ``question`` titles the agent session (message text: kept out of ``repr``, so out of
+    logs)."""
 
     workspace: str
     channel: str
     thread_ts: str | None
     asker: str | None = None
+    question: str | None = field(default=None, repr=False)
 
 
 class SlackApiFailure(PlatformError):
@@ -263,6 +270,7 @@ class _Message:
     started: float = 0.0
     buttons: bool = False
     stop_failures: int = 0
+    user_stopped: bool = False  # Slack stopped its stream at the reader's request
 
 
 @dataclass(slots=True)
@@ -310,6 +318,8 @@ class SlackSink:
         stream_rollover: float = DEFAULT_STREAM_ROLLOVER,
         now: Callable[[], float] = time.monotonic,
         existing: Sequence[str] = (),
+        sessions: AgentSessions | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         self._api = api
         self._retrying = retrying_api
@@ -332,7 +342,14 @@ class SlackSink:
         for ts in existing:
             self._adopt(ts)
         self._status_attempted = False
-        self._halted = False
+        # The agent session of the thread (shared: whether the app is an agent is learnt
+        # once per process); set active in finish() whenever processing was asked for.
+        self._sessions = sessions
+        self._session_attempted = False
+        # Called once when Slack reports the stream stopped by the reader (its stop button):
+        # the adapter stops the answer, and the sink finishes the message with chat.update.
+        self._on_stopped = on_stopped
+        self._stop_reported = False
         # The first message of a post that Slack refused after some of its messages went out.
         self._unfinished: str | None = None
 
@@ -376,6 +393,15 @@ class SlackSink:
         thread = self._target.thread_ts
         if thread is None:
             return  # the status lives in a thread; a top-level DM reply has none
+        sessions = self._sessions
+        if sessions is not None and sessions.enabled is not False:
+            # A processing session shows its own indicator and a stop button:
+            # https://docs.slack.dev/ai/agent-sessions/
+            self._session_attempted = True
+            if await sessions.processing(self._api, channel=self._target.channel,
+                                         thread_ts=thread, question=self._target.question,
+                                         asker=self._target.asker):
+                return
         self._status_attempted = True
         try:
             await self._api.call("assistant.threads.setStatus", channel_id=self._target.channel,
@@ -384,8 +410,6 @@ class SlackSink:
             log.info("could not show the thinking status: %s", exc)
 
     async def post(self, text: str, *, final: bool) -> str:
-        if self._halted and self._messages:
-            return self._messages[-1].ts
         if self._unfinished is not None:
             # The renderer is posting again what a refused call left half shown: continue
             # after the messages already in the thread instead of posting them twice.
@@ -417,8 +441,6 @@ class SlackSink:
         return ts
 
     async def edit(self, message_id: str, text: str, *, final: bool) -> None:
-        if self._halted:
-            return
         part = self._parts.get(message_id) or self._adopt(message_id)
         try:
             await self._write(part, text, final=final)
@@ -438,7 +460,7 @@ class SlackSink:
 
     async def finish(self, part_ids: Sequence[str], *, answered: bool) -> None:
         try:
-            keep = answered and self._buttons and not self._halted
+            keep = answered and self._buttons
             last = self._last_message(part_ids)
             for message in list(self._messages):
                 if message.streaming:
@@ -453,6 +475,21 @@ class SlackSink:
                 await self._set_buttons(last, True)
         except Exception:
             log.exception("finishing a Slack reply failed")
+        finally:
+            await self._end_session()
+
+    async def _end_session(self) -> None:
+        """Whatever happened (answered, failed, stopped, a notice), the session leaves
+        processing: Slack never changes it by itself (https://docs.slack.dev/ai/agent-sessions/).
+        Outside the paced path, through the client that honours Retry-After."""
+        thread = self._target.thread_ts
+        if not self._session_attempted or self._sessions is None or thread is None:
+            return
+        try:
+            await self._sessions.active(self._retrying, channel=self._target.channel,
+                                        thread_ts=thread)
+        except Exception:
+            log.exception("setting a Slack agent session active failed")
 
     # ------------------------------------------------------------------ one part
 
@@ -571,8 +608,6 @@ class SlackSink:
                 # The text no longer extends what the stream shows (the renderer moved a
                 # part boundary): end the stream and rewrite the message.
                 await self._stop(message, "")
-                if self._halted:
-                    return
                 await self._write_update(part, message, rest, final=final, marked=False)
                 return
             delta = target[len(shown):]
@@ -583,9 +618,7 @@ class SlackSink:
                 head = fits[0] if room >= 5 else ""
                 await self._stop(message, head)
                 part.open = False
-                if not self._halted:
-                    raise _Continues("a Slack message is full; the answer continues")
-                return
+                raise _Continues("a Slack message is full; the answer continues")
             if final:
                 await self._stop(message, delta, buttons=self._buttons)
             elif self._due(message):
@@ -646,12 +679,22 @@ class SlackSink:
                 message.streaming = False
                 raise _StreamEnded(str(exc)) from exc
             if exc.code == _STOPPED_BY_USER:
-                # The reader pressed stop: this reply writes nothing more.
+                # The reader pressed stop (https://docs.slack.dev/ai/agent-sessions/): the
+                # answer is stopped, and its last text (what was shown and a note) is
+                # written over the stopped message with chat.update, like an ended stream.
                 message.streaming = False
-                self._halted = True
-                log.info("the reader stopped this answer")
-                return
+                message.user_stopped = True
+                self._report_stop()
+                raise _StreamEnded(str(exc)) from exc
             raise
+
+    def _report_stop(self) -> None:
+        if self._stop_reported:
+            return
+        self._stop_reported = True
+        log.info("the reader stopped this answer")
+        if self._on_stopped is not None:
+            self._on_stopped()
 
     async def _stop_quietly(self, message: _Message, *, buttons: bool = False) -> None:
         try:
@@ -687,7 +730,9 @@ class SlackSink:
                 await self._stop_quietly(message)
             elif exc.code in _TOO_LONG:
                 self._shrink()
-            else:
+            elif not message.user_stopped:
+                # A message the reader stopped that refuses edits keeps what it shows, and
+                # the rest of the answer (the note) follows in the thread.
                 raise
             await self._settle(part, message, rest)
             raise _Continues(f"Slack refused chat.update ({exc.code}); the answer "

@@ -541,3 +541,49 @@ def _thread_from_link(text: str) -> tuple[str | None, str | None]:
     if param is not None:
         return param.group(1), channel
     return f"{found.group(2)}.{found.group(3)}", channel
+
+
+# --------------------------------------------------------------------------- agent experience
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStop:
+    """A press of the stop button of an agent session: the thread whose answer to stop."""
+
+    channel: str
+    thread_ts: str
+
+
+def session_stopped(body: Any, scope: Scope) -> SessionStop | None:
+    """An ``agent_session_stopped`` event
+    (https://docs.slack.dev/reference/events/agent_session_stopped/): ``channel`` and
+    ``thread_ts`` name the session; ``team_id`` is on the envelope."""
+    event = _event(body, "agent_session_stopped")
+    if event is None or not isinstance(body, Mapping):
+        return None
+    channel = _id(event, "channel")
+    thread = _ts(event, "thread_ts")
+    where = _workspace(body, event)
+    if channel is None or thread is None or where is None:
+        return None
+    workspace, enterprise = where
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel,
+                        is_dm=_is_dm_channel(channel, None)):
+        return None
+    return SessionStop(channel=channel, thread_ts=thread)
+
+
+def messages_tab_opened(body: Any, scope: Scope) -> str | None:
+    """The DM channel of an ``app_home_opened`` event on the app's messages tab (where the
+    suggested prompts are shown), or None for any other tab."""
+    event = _event(body, "app_home_opened")
+    if event is None or not isinstance(body, Mapping) or event.get("tab") != "messages":
+        return None
+    channel = _id(event, "channel")
+    where = _workspace(body, event)
+    if channel is None or where is None or _id(event, "user") is None:
+        return None
+    workspace, enterprise = where
+    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=True):
+        return None
+    return channel

@@ -311,7 +311,8 @@ class RelayService:
                 self._metrics.first_text_seconds.labels(platform).observe(
                     max(0.0, renderer.first_text_at - started)
                 )
-            if stopped and result.conversation_id is None and conversation_id is None:
+            if stopped and result.conversation_id is None:
+                # A new conversation (first, or after the stored one could not continue).
                 result = replace(result, conversation_id=await self._newest_conversation(
                     user_id))
             if result.conversation_id:

@@ -84,8 +84,11 @@ class Records:
         return load_state(raw)
 
     async def has_conversation(self, key: str) -> bool:
+        """A conversation is stored under ``key``, or its first turn is being answered now
+        (its turn lease is held): a follow-up sent during the first answer belongs to it."""
         with self._link.trip():
-            return bool(await self._link.client.exists(self._keys.conversation(key)))
+            return bool(await self._link.client.exists(self._keys.conversation(key),
+                                                       self._keys.turn_lease(key)))
 
     async def forget_conversation(self, key: str) -> bool:
         with self._link.trip():

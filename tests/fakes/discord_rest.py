@@ -10,7 +10,10 @@ call (method, route template, channel, JSON body, status), keeps the messages it
 enforces Discord's 2,000-character content limit and a per-channel message write limit
 (5 per 5 s by default, shared by POST/PATCH/DELETE on a channel's messages) with 429s and
 ``X-RateLimit-*`` headers, opens threads (id = starter message id, announced with
-THREAD_CREATE), and answers interaction callbacks and the interaction webhook. Edits of a
+THREAD_CREATE), and answers interaction callbacks and the interaction webhook. Messages keep
+the ``components`` (action rows of buttons) they are posted or edited with; an edit without
+the field leaves them, an empty list removes them, like Discord. Component interactions carry
+the presser's channel permissions as ``member.permissions``. Edits of a
 message named in ``old_messages`` fail like edits of a message older than an hour whose edit
 cap is spent (400, code 30046), on the channel and the interaction webhook alike.
 """
@@ -73,9 +76,10 @@ class FakeResolver(AbstractResolver):
     async def close(self) -> None:
         return None
 
-# Permission bits.
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
 READ_MESSAGE_HISTORY = 1 << 16
 CREATE_PUBLIC_THREADS = 1 << 35
 SEND_MESSAGES_IN_THREADS = 1 << 38
@@ -176,7 +180,12 @@ class Interaction:
     token: str
     channel_id: str
     guild_id: str | None
+    type: int = 2
     acknowledged: bool = False
+    # The callback's response type (4 message, 5 deferred message, 6 deferred update, ...)
+    # and its flags (64: ephemeral).
+    response_type: int | None = None
+    response_flags: int = 0
     original_id: str | None = None
     followups: list[str] = field(default_factory=list)
 
@@ -333,6 +342,11 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ gateway helpers
 
+    def interaction(self, interaction_id: str) -> Interaction:
+        """The interaction of that id (to read how it was answered)."""
+        (found,) = [i for i in self.interactions.values() if i.id == interaction_id]
+        return found
+
     def _ready_payload(self, session: Session) -> dict[str, Any]:
         shard_id, count = session.shard
         return {
@@ -434,9 +448,12 @@ class FakeDiscord:
         kind: int,
         data: dict[str, Any],
         message: dict[str, Any] | None = None,
+        permissions: int = EVERYONE_PERMISSIONS,
     ) -> dict[str, Any]:
+        """``permissions``: the user's resolved permissions in the channel (Discord sends
+        them as ``member.permissions`` on every guild interaction)."""
         interaction = Interaction(id=snowflake(), token=f"tok-{snowflake()}",
-                                  channel_id=channel.id, guild_id=channel.guild_id)
+                                  channel_id=channel.id, guild_id=channel.guild_id, type=kind)
         self.interactions[interaction.token] = interaction
         payload: dict[str, Any] = {
             "id": interaction.id, "application_id": self.application_id, "type": kind,
@@ -450,8 +467,7 @@ class FakeDiscord:
         if channel.guild_id is not None:
             payload["guild_id"] = channel.guild_id
             payload["guild_locale"] = "en-US"
-            payload["member"] = {**self.member_payload(user),
-                                 "permissions": str(EVERYONE_PERMISSIONS)}
+            payload["member"] = {**self.member_payload(user), "permissions": str(permissions)}
         else:
             payload["user"] = user
         if message is not None:
@@ -471,12 +487,14 @@ class FakeDiscord:
         return payload
 
     async def press(self, user: dict[str, Any], message: dict[str, Any],
-                    custom_id: str) -> dict[str, Any]:
+                    custom_id: str, *, permissions: int = EVERYONE_PERMISSIONS
+                    ) -> dict[str, Any]:
+        """``user`` presses the button ``custom_id`` of ``message`` (as it is now)."""
         channel = self.channel(message["channel_id"])
         assert channel is not None
         payload = self.interaction_payload(
             user, channel, kind=3, data={"custom_id": custom_id, "component_type": 2},
-            message=message,
+            message=json.loads(json.dumps(message)), permissions=permissions,
         )
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
@@ -734,15 +752,18 @@ class FakeDiscord:
         body = call.body or {}
         kind = body.get("type")
         data = body.get("data") or {}
+        interaction.response_type = kind
+        interaction.response_flags = int(data.get("flags") or 0)
         response: dict[str, Any] = {
-            "interaction": {"id": interaction.id, "type": 2},
+            "interaction": {"id": interaction.id, "type": interaction.type},
         }
         if kind in (4, 5):
             channel = self.channel(interaction.channel_id)
             assert channel is not None
             message = self._message(channel, self.bot, data.get("content") or "")
             message["flags"] = int(data.get("flags") or 0) | (128 if kind == 5 else 0)
-            message["interaction_metadata"] = {"id": interaction.id, "type": 2,
+            message["components"] = data.get("components") or []
+            message["interaction_metadata"] = {"id": interaction.id, "type": interaction.type,
                                                "user": self.bot}
             message["webhook_id"] = self.application_id
             self.messages[message["id"]] = message
@@ -773,6 +794,8 @@ class FakeDiscord:
                 return self._too_long()
             message = self._message(channel, self.bot, content)
             message["webhook_id"] = self.application_id
+            message["components"] = body.get("components") or []
+            message["flags"] = int(body.get("flags") or 0)
             self.messages[message["id"]] = message
             interaction.followups.append(message["id"])
             return _json(message)

@@ -16,6 +16,15 @@ Typical use::
         ...
         assert slack.thread_texts("C1", "1700000000.000100") == ["the answer"]
         assert slack.rate_limited == []
+
+Agent experience: the app is an agent by default (``agent=False``: agents.sessions.* refuse
+with ``missing_scope``, as for an app not declared as one; ``stop_subscribed=False``: their
+answers carry the ``missing_agent_session_stopped_event_subscription`` warning).
+``sessions[(channel, thread_ts)]`` keeps each session's status history; ``prompts_set`` the
+suggested prompts. ``await slack.press_stop(channel, thread_ts)`` is the session's stop
+button: the thread's live streams stop (further appends get ``stopped_by_user``) and
+``agent_session_stopped`` is delivered over Socket Mode when connected, else over HTTP to
+``events_url``; ``deliver_event`` sends any other event the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 from slack_sdk.signature import SignatureVerifier
@@ -40,6 +50,7 @@ from slack_sdk.signature import SignatureVerifier
 from tests.fakes import secrets
 
 __all__ = [
+    "FakeSession",
     "FakeSlack",
     "Limit",
     "SlackCall",
@@ -54,6 +65,10 @@ __all__ = [
 ]
 
 MARKDOWN_LIMIT = 12_000
+# https://docs.slack.dev/reference/methods/agents.sessions.setStatus/
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})
+SESSION_TITLE_MAX = 200
+MISSING_STOP_SUBSCRIPTION = "missing_agent_session_stopped_event_subscription"
 TEXT_LIMIT = 4_000  # msg_too_long for `text` from about 4,000 characters in practice
 _LIVE_TOKEN = re.compile(r"<(?:@[A-Z0-9]+|#[A-Z0-9]+|![a-z]+(?:\^[^>]*)?)(?:\|[^>]*)?>")
 
@@ -115,6 +130,7 @@ class SlackMessage:
     fallback: str = ""  # the plain `text` sent alongside blocks
     blocks: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
+    stopped_by_user: bool = False
     started_at: float = 0.0
     deleted: bool = False
     edits: int = 0
@@ -140,6 +156,22 @@ class SlackMessage:
         for text in self.history:
             found += _LIVE_TOKEN.findall(text)
         return found
+
+
+@dataclass
+class FakeSession:
+    """One agent session (a thread): its title, who started it, every status it was set to
+    (by agents.sessions.setStatus, or "processing" by chat.startStream), in order."""
+
+    channel: str
+    thread_ts: str
+    title: str | None = None
+    initiator: str | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str | None:
+        return self.history[-1] if self.history else None
 
 
 @dataclass
@@ -178,6 +210,8 @@ class FakeSlack:
         stream_ttl: float = 300.0,
         max_message_chars: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        agent: bool = True,
+        stop_subscribed: bool = True,
     ) -> None:
         self.bot_token = bot_token
         secrets.register(bot_token, app_token, signing_secret)
@@ -196,6 +230,13 @@ class FakeSlack:
         # at ~4,000 in practice (docs/slack.md, "Limits").
         self.max_message_chars = max_message_chars
         self.clock = clock
+        self.agent = agent
+        self.stop_subscribed = stop_subscribed
+        self.sessions: dict[tuple[str, str], FakeSession] = {}
+        self.prompts_set: list[dict[str, Any]] = []
+        # Where Events API requests go when no Socket Mode connection is open.
+        self.events_url: str | None = None
+        self._client: aiohttp.ClientSession | None = None
         self.calls: list[SlackCall] = []
         self.messages: dict[str, SlackMessage] = {}
         self.acks: dict[str, dict[str, Any]] = {}
@@ -231,6 +272,8 @@ class FakeSlack:
         await self._site.start_server()
 
     async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
         for ws in list(self._sockets):
             await ws.close()
         if self._site is not None:
@@ -265,6 +308,49 @@ class FakeSlack:
     def expire_stream(self, ts: str) -> None:
         """End a stream the way Slack does after about five minutes."""
         self.messages[ts].streaming = False
+
+    def session(self, channel: str, thread_ts: str) -> FakeSession:
+        return self.sessions[(channel, thread_ts)]
+
+    async def deliver_event(self, event: dict[str, Any], **envelope: Any) -> int:
+        """Send ``event`` to the app the way Slack would: over Socket Mode when a connection
+        is open (waits for the ack), else as a signed request to ``events_url``; returns the
+        HTTP status (200 for an acknowledged envelope)."""
+        body = event_envelope(event, team_id=self.team_id, enterprise_id=self.enterprise_id,
+                              bot_user_id=self.bot_user_id, **envelope)
+        if self.socket_connections:
+            await self.wait_ack(await self.send_envelope("events_api", body))
+            return 200
+        if self.events_url is None:
+            raise RuntimeError("no Socket Mode connection and no events_url")
+        if self._client is None:
+            self._client = aiohttp.ClientSession()
+        raw = json.dumps(body)
+        async with self._client.post(self.events_url, data=raw.encode(),
+                                     headers=self.signed_headers(raw)) as response:
+            await response.read()
+            return response.status
+
+    async def press_stop(self, channel: str, thread_ts: str, *, user: str = "U0ASKER",
+                         deliver: bool = True) -> list[str]:
+        """The stop button of the thread's agent session: Slack stops the app's live streams
+        there and sends agent_session_stopped naming them
+        (https://docs.slack.dev/reference/events/agent_session_stopped/). The session stays
+        processing: the app must move it. Returns the stopped streams' ts."""
+        stopped = [m.ts for m in self.thread(channel, thread_ts) if m.streaming]
+        for ts in stopped:
+            self.messages[ts].streaming = False
+            self.messages[ts].stopped_by_user = True
+        await self._pulse()
+        if deliver:
+            event_ts = f"{int(time.time())}.{next(self._seq):06d}"
+            status = await self.deliver_event({
+                "type": "agent_session_stopped", "channel": channel, "thread_ts": thread_ts,
+                "user": user, "event_ts": event_ts, "streaming_message_ts": stopped,
+            })
+            if status != 200:
+                raise RuntimeError(f"agent_session_stopped was refused with {status}")
+        return stopped
 
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[SlackCall]:
         return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
@@ -305,6 +391,7 @@ class FakeSlack:
         signature = SignatureVerifier(secret or self.signing_secret).generate_signature(
             timestamp=ts, body=body
         )
+        assert signature is not None
         return {
             "content-type": "application/json",
             "x-slack-request-timestamp": ts,
@@ -421,6 +508,7 @@ class FakeSlack:
             if target is not None and fault.error in ("message_not_in_streaming_state",
                                                       "stopped_by_user"):
                 target.streaming = False  # keep the fake consistent with the error it gave
+                target.stopped_by_user = fault.error == "stopped_by_user"
             raise _Reject(fault.error, fault.status, fault.retry_after)
 
     def _enforce_limit(self, method: str, args: Mapping[str, Any]) -> None:
@@ -453,6 +541,9 @@ class FakeSlack:
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,
             "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "agents.sessions.setStatus": self._session_set_status,
+            "agents.sessions.rename": self._session_rename,
             "chat.postEphemeral": self._post_ephemeral,
             "views.publish": self._views_publish,
             "conversations.open": self._conversations_open,
@@ -518,6 +609,63 @@ class FakeSlack:
         if "status" not in args:
             raise _Reject("invalid_arguments")
         return {}
+
+    def _set_suggested_prompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts/
+        if not self.agent:
+            raise _Reject("missing_scope")  # assistant:write comes with declaring an agent
+        prompts = args.get("prompts")
+        if not args.get("channel_id") or not isinstance(prompts, list) or not prompts:
+            raise _Reject("invalid_arguments")
+        if len(prompts) > 4 or not all(
+            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        ):
+            raise _Reject("invalid_arguments")
+        self.prompts_set.append(dict(args))
+        return {}
+
+    # ---- agent sessions (https://docs.slack.dev/ai/agent-sessions/)
+
+    def _session_key(self, args: Mapping[str, Any]) -> tuple[str, str]:
+        if not self.agent:
+            # Only apps declared as agents can create sessions.
+            raise _Reject("missing_scope")
+        channel, thread = args.get("channel_id"), args.get("thread_ts")
+        if not isinstance(channel, str) or not channel or not isinstance(thread, str) or (
+            not thread
+        ):
+            raise _Reject("invalid_arguments")
+        return channel, thread
+
+    def _session_answer(self) -> dict[str, Any]:
+        return {} if self.stop_subscribed else {"warning": MISSING_STOP_SUBSCRIPTION}
+
+    def _session_set_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._session_key(args)
+        status, title = args.get("status"), args.get("title")
+        if status not in SESSION_STATUSES:
+            raise _Reject("invalid_arguments")
+        if title is not None and (not isinstance(title, str) or len(title) > SESSION_TITLE_MAX):
+            raise _Reject("invalid_arguments")
+        session = self.sessions.get(key)
+        if session is None:
+            # Title and initiator are "only used when creating a new session".
+            initiator = args.get("initiator_user_id")
+            session = self.sessions[key] = FakeSession(
+                channel=key[0], thread_ts=key[1], title=title,
+                initiator=initiator if isinstance(initiator, str) else None)
+        session.history.append(str(status))
+        return {**self._session_answer(), "status": status}
+
+    def _session_rename(self, args: dict[str, Any]) -> dict[str, Any]:
+        session = self.sessions.get(self._session_key(args))
+        title = args.get("title")
+        if not isinstance(title, str) or not title or len(title) > SESSION_TITLE_MAX:
+            raise _Reject("invalid_arguments")
+        if session is None:
+            raise _Reject("session_not_found")  # the fake's name for it
+        session.title = title
+        return self._session_answer()
 
     # ---- post + update
 
@@ -627,11 +775,20 @@ class FakeSlack:
             ts=ts, channel=channel, thread_ts=thread, source="stream", raw=text,
             streaming=True, started_at=self.clock(), history=[text],
         )
+        if self.agent:
+            # On an agent app, startStream "creates a session if one doesn't exist and sets
+            # the session status to processing" (https://docs.slack.dev/ai/agent-sessions/).
+            key = (str(channel), str(thread))
+            session = self.sessions.setdefault(
+                key, FakeSession(channel=key[0], thread_ts=key[1]))
+            session.history.append("processing")
         return {"channel": channel, "ts": ts}
 
     def _open_stream(self, args: Mapping[str, Any]) -> SlackMessage:
         message = self._find(args)
         self._expire(message)
+        if message.stopped_by_user:
+            raise _Reject("stopped_by_user")
         if not message.streaming:
             raise _Reject("message_not_in_streaming_state")
         return message

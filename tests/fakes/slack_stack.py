@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -108,7 +108,8 @@ class SlackStack:
         self, payload: dict[str, Any], *, retry_num: int | None = None
     ) -> BoltResponse:
         """Hand a Socket Mode payload to Bolt the way the Socket Mode handler does."""
-        headers = {"x-slack-retry-num": str(retry_num)} if retry_num is not None else None
+        headers: dict[str, str | Sequence[str]] | None = (
+            {"x-slack-retry-num": str(retry_num)} if retry_num is not None else None)
         request = AsyncBoltRequest(mode="socket_mode", body=payload, headers=headers)
         return await self.adapter.app.async_dispatch(request)
 
@@ -169,6 +170,7 @@ async def slack_stack(
             server = TestServer(http_app, host="127.0.0.1", port=0)
             await server.start_server()
             stack.push_async_callback(server.close)
+            slack.events_url = str(server.make_url(EVENTS_PATH))
 
         async def shut_down() -> None:
             await adapter.stop_intake()

@@ -95,3 +95,130 @@ async def test_sigterm_after_start_exits_cleanly(
         assert "SIGTERM received" in log
         assert "Traceback" not in log
         assert slack.bot_token not in log and chatbase.api_key not in log
+
+
+class _Log:
+    """The process's stderr, read as it comes (so the pipe never fills), with waits on it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        self._stderr = proc.stderr
+        self.lines: list[str] = []
+        self._grew = asyncio.Condition()
+        self.ended = False
+
+    async def read(self) -> None:
+        while raw := await self._stderr.readline():
+            async with self._grew:
+                self.lines.append(raw.decode())
+                self._grew.notify_all()
+        async with self._grew:
+            self.ended = True
+            self._grew.notify_all()
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        async with self._grew:
+            await self._grew.wait_for(
+                lambda: self.ended or any(re.search(pattern, line) for line in self.lines))
+        for line in self.lines:
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError("the bridge exited early:\n" + "".join(self.lines))
+
+
+async def test_the_agent_experience_end_to_end(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """The real ``chatbase-bridge run`` in Slack HTTP mode: suggested prompts on the messages
+    tab, the stop button on a slow answer, a follow-up that continues the conversation, and
+    an answer's sources as links."""
+    from bridge.core.notices import STOPPED
+    from tests.fakes.chatbase import Answer, Gate
+    from tests.fakes.slack import mention_event
+
+    async with FakeChatbase() as chatbase, FakeSlack() as slack:
+        env = bare_env(
+            tmp_path,
+            CHATBASE_API_KEY=chatbase.api_key, CHATBASE_AGENT_ID=chatbase.agent_id,
+            CHATBASE_API_BASE=chatbase.base_url,
+            REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=redis_prefix, BRIDGE_USER_QUOTA="0",
+            SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=slack.signing_secret,
+            SLACK_API_URL=slack.api_url,
+            BRIDGE_HTTP_HOST="127.0.0.1", BRIDGE_HTTP_PORT="0", BRIDGE_SHUTDOWN_GRACE="5",
+        )
+        proc = await start("run", "--platform", "slack", env=env, cwd=tmp_path)
+        log = _Log(proc)
+        reader = asyncio.create_task(log.read())
+        try:
+            async with asyncio.timeout(60):
+                port = int((await log.wait_for(r"listening on port (\d+)")).group(1))
+                await log.wait_for(r"slack connected")
+                slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+
+                # The messages tab: the suggested prompts (the default ones).
+                assert await slack.deliver_event({
+                    "type": "app_home_opened", "user": "U0ASKER", "channel": "D0DM",
+                    "tab": "messages", "event_ts": "1700000000.000001"}) == 200
+                await slack.wait_for(lambda: bool(slack.prompts_set))
+                assert slack.prompts_set[0]["channel_id"] == "D0DM"
+                assert len(slack.prompts_set[0]["prompts"]) == 3
+
+                # A slow answer, stopped with the session's stop button.
+                thread = "1700000001.000100"
+                gate = Gate()
+                chatbase.script(Answer(deltas=["Refunds ", "take ", "five days."], gate=gate))
+                assert await slack.deliver_event(mention_event(
+                    text="<@UBOT> how do refunds work?", ts=thread)) == 200
+                gate.release(2)
+                await slack.wait_for(lambda: slack.thread_texts("C0CHAN", thread)
+                                     == ["Refunds take "])
+                assert len(await slack.press_stop("C0CHAN", thread)) == 1
+                await chatbase.wait_for(lambda: chatbase.streams_aborted == 1)
+                await slack.wait_for(lambda: slack.thread_texts("C0CHAN", thread)
+                                     == [f"Refunds take \n\n{STOPPED}"], within=20)
+                await slack.wait_for(
+                    lambda: slack.session("C0CHAN", thread).status == "active")
+                assert slack.session("C0CHAN", thread).history[0] == "processing"
+
+                # A follow-up in the thread continues the same conversation. (A mention:
+                # it waits for the stopped turn's end, which the process does not show.)
+                chatbase.script(Answer(text="Five working days."))
+                assert await slack.deliver_event(mention_event(
+                    text="<@UBOT> and for gift cards?", ts="1700000002.000100",
+                    thread_ts=thread)) == 200
+                await slack.wait_for(lambda: slack.thread_texts("C0CHAN", thread)[-1:]
+                                     == ["Five working days."], within=30)
+                first, second = chatbase.chat_calls
+                [conversation] = chatbase.conversations
+                assert "conversationId" not in first.body
+                assert second.body["conversationId"] == conversation
+
+                # An answer naming its sources ends with their links.
+                other = "1700000003.000100"
+                chatbase.script(Answer(text="See our policy.", sources=[
+                    {"type": "source-url", "sourceId": "s1",
+                     "url": "https://example.com/refunds", "title": "Refund policy"}]))
+                assert await slack.deliver_event(mention_event(
+                    text="<@UBOT> sources?", ts=other, user="U0OTHER")) == 200
+                await slack.wait_for(
+                    lambda: any("https://example.com/refunds" in t
+                                for t in slack.thread_texts("C0CHAN", other)), within=30)
+                await slack.wait_for(lambda: slack.session("C0CHAN", other).status == "active")
+                [text] = slack.thread_texts("C0CHAN", other)
+                assert text == ("See our policy.\n\n**Sources**\n"
+                                "1. [Refund policy](https://example.com/refunds)")
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await proc.wait()
+                await reader
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            reader.cancel()
+        output = "".join(log.lines)
+        assert proc.returncode == 0, output
+        assert "Traceback" not in output
+        assert "how do refunds work" not in output  # message text stays out of INFO logs
+        assert slack.bot_token not in output and chatbase.api_key not in output
+        assert slack.rate_limited == []

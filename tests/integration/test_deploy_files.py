@@ -216,6 +216,36 @@ def test_redis_example_persists_its_data() -> None:
     assert host in {s["metadata"]["name"] for s in of_kind("Service")}
 
 
+# ---------------------------------------------------------------------------- Slack manifests
+
+
+def slack_manifest(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "slack" / name).read_text())
+    return loaded
+
+
+def _bot(manifest: dict[str, Any]) -> tuple[set[str], set[str]]:
+    return (set(manifest["oauth_config"]["scopes"]["bot"]),
+            set(manifest["settings"]["event_subscriptions"]["bot_events"]))
+
+
+def test_the_slack_manifests_are_the_agent_app_and_its_classic_variant() -> None:
+    agent, classic = slack_manifest("manifest.yaml"), slack_manifest("manifest.classic.yaml")
+    # The agent: Slack's agent view (https://docs.slack.dev/ai/agent-sessions/), whose
+    # sessions' stop button and messages tab the bridge handles.
+    view = agent["features"]["agent_view"]
+    assert 0 < len(view["agent_description"]) <= 300 and len(view["suggested_prompts"]) <= 4
+    scopes, events = _bot(agent)
+    classic_scopes, classic_events = _bot(classic)
+    assert scopes == classic_scopes | {"assistant:write"}
+    assert events == classic_events | {"agent_session_stopped", "app_home_opened"}
+    # The classic bot: the same app, without any of it.
+    assert "agent_view" not in classic["features"] and "assistant_view" not in classic["features"]
+    assert classic["settings"]["socket_mode_enabled"] == agent["settings"]["socket_mode_enabled"]
+    docs = (ROOT / "docs" / "slack.md").read_text(encoding="utf-8")
+    assert "deploy/slack/manifest.yaml" in docs and "deploy/slack/manifest.classic.yaml" in docs
+
+
 # ---------------------------------------------------------------------------- compose
 
 

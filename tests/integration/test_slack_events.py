@@ -49,15 +49,18 @@ async def test_mention_is_acknowledged_first_then_streamed_in_its_thread(
     assert stack.slack.thread_texts("C0CHAN", TS) == [
         "Refunds take **five** days.\n\n- ask us"
     ]
-    sequence = methods(stack, "assistant.threads.setStatus", "chat.startStream",
+    sequence = methods(stack, "agents.sessions.setStatus", "chat.startStream",
                        "chat.appendStream", "chat.stopStream", "chat.postMessage")
-    assert sequence[0] == "assistant.threads.setStatus"
-    assert sequence[-1] == "assistant.threads.setStatus"
+    assert sequence[0] == "agents.sessions.setStatus"
+    assert sequence[-1] == "agents.sessions.setStatus"
     streamed = [m for m in sequence if m.startswith("chat.")]
     assert streamed[0] == "chat.startStream" and streamed[-1] == "chat.stopStream"
     assert "chat.postMessage" not in streamed
-    statuses = [c.args["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
-    assert statuses == ["is thinking…", ""]
+    # The answer ran in an agent session titled with the question, left active at the end.
+    session = stack.slack.session("C0CHAN", TS)
+    assert session.history[0] == "processing" and session.status == "active"
+    assert session.title == "how long do refunds take?" and session.initiator == "U0ASKER"
+    assert stack.slack.calls_to("assistant.threads.setStatus") == []
     assert stack.slack.rate_limited == []
 
 
@@ -247,6 +250,26 @@ async def test_follow_ups_in_a_thread_need_a_conversation(stack: SlackStack) -> 
     assert "conversationId" not in chats[0].body
     assert chats[1].body["conversationId"] in stack.chatbase.conversations
     assert len(stack.slack.thread_texts("C0CHAN", TS)) == 2
+
+
+async def test_a_follow_up_during_the_first_answer_joins_its_conversation(
+    stack: SlackStack,
+) -> None:
+    gate = Gate()
+    stack.chatbase.script(Answer(deltas=["Still ", "writing."], gate=gate))
+    await stack.deliver(event_envelope(mention_event(text="<@UBOT> first", ts=TS)))
+    gate.release(1)
+    await gate.wait_sent(1)
+    # Sent while the first answer streams, before its conversation is stored.
+    await stack.deliver(event_envelope(message_event(
+        text="and then?", ts="1700000005.000100", channel="C0CHAN", channel_type="channel",
+        thread_ts=TS)))
+    await stack.chatbase.wait_for(lambda: stack.chatbase.streams_started == 1)
+    gate.open()
+    await stack.idle()
+    chats = stack.chatbase.chat_calls
+    assert [c.body["message"] for c in chats] == ["first", "and then?"]
+    assert chats[1].body["conversationId"] in stack.chatbase.conversations
 
 
 async def test_bots_self_and_edits_are_ignored(stack: SlackStack) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from bridge.app.settings import Settings
 from bridge.core import notices
+from tests.fakes.slack import event_envelope
 from tests.fakes.slack_stack import SlackStack, slack_stack
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slack_events"
@@ -18,8 +20,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slack_events"
 # fixture → (outcome, source as in SOURCES.md)
 CASES: dict[str, tuple[str, str]] = {
     "app_home_opened_home.json": ("ignored", "MercuryTechnologies/slack-web golden"),
-    "app_home_opened_messages.json": ("ignored", "MercuryTechnologies/slack-web golden"),
+    "app_home_opened_messages.json": ("prompts", "MercuryTechnologies/slack-web golden"),
+    # Its bot user is also the event's user, so Bolt drops it as the app's own event.
     "app_home_opened_org_wide_install.json": ("ignored", "bolt-python test_events_org_apps"),
+    "agent_session_stopped_docs_example.json": ("session", "docs.slack.dev agent_session_stopped"),
     "app_mention_docs_example.json": ("answered", "docs.slack.dev app_mention"),
     "app_mention_shared_channels_test.json": ("answered", "bolt-python shared channels"),
     "message_bot_message.json": ("ignored", "zulip/zulip slack webhook fixture"),
@@ -41,6 +45,9 @@ CASES: dict[str, tuple[str, str]] = {
 
 def load(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    if loaded.get("type") not in ("event_callback", "url_verification"):
+        # Published as the inner event only (SOURCES.md): delivered in Slack's envelope.
+        loaded = event_envelope(loaded)
     return loaded
 
 
@@ -87,5 +94,19 @@ async def test_real_payload_is_handled(make_stack: Any, name: str) -> None:
         assert written[0].thread_ts == body["event"]["ts"], source
     elif outcome == "challenge":
         assert body["challenge"] in delivered.body, source
+    elif outcome == "prompts":
+        # The messages tab: the suggested prompts, set on the user's DM with the app.
+        assert chat == [] and written == [], source
+        prompts = stack.slack.prompts_set
+        assert prompts and {p["channel_id"] for p in prompts} == {body["event"]["channel"]}
+        defaults = [p.model_dump() for p in
+                    Settings.model_fields["slack_suggested_prompts"].default]
+        assert prompts[0]["prompts"] == defaults, source
+    elif outcome == "session":
+        # A stop with no answer running: the session is moved away from processing.
+        assert chat == [] and written == [], source
+        event = body["event"]
+        assert stack.slack.session(event["channel"], event["thread_ts"]).status == "active"
     else:
         assert chat == [] and written == [], source
+        assert stack.slack.prompts_set == [] and stack.slack.sessions == {}, source

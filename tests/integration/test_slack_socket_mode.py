@@ -141,3 +141,6 @@ class _NoRelay:
 
     async def reset(self, *args: object) -> bool:
         raise AssertionError("unexpected")
+
+    async def stop(self, *args: object) -> bool:
+        raise AssertionError("unexpected")

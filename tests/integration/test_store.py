@@ -114,6 +114,8 @@ async def test_a_turn_remembers_the_conversation_and_every_reply_part(
     assert not await store.has_conversation("k1")
     async with store.turn("k1") as turn:
         assert turn.state is None
+        # The first turn is under way: a follow-up already belongs to the conversation.
+        assert await store.has_conversation("k1")
         turn.remember("conv-1", "A1", record("p1", "p2"))
     state = await store.get_conversation("k1")
     assert state is not None

@@ -9,7 +9,15 @@ import pytest
 from discord.http import HTTPClient
 
 from adapters.discord.sink import DEFAULT_INTERVAL, ChannelSink, ThreadRequest
-from adapters.discord.views import NEGATIVE_ID, POSITIVE_ID, FeedbackView, layout_view
+from adapters.discord.views import (
+    NEGATIVE_ID,
+    POSITIVE_ID,
+    FeedbackView,
+    layout_view,
+    parse_stop,
+    stop_custom_id,
+    stop_view,
+)
 from bridge.app.metrics import Metrics
 from bridge.core.errors import PlatformError, PlatformMessageGone, PlatformRateLimited
 from bridge.core.models import Feedback
@@ -225,3 +233,44 @@ def test_channel_pacing_leaves_a_margin_under_five_writes_per_five_seconds() -> 
     # jitter costs a 429; the margin is what keeps the benchmark at zero.
     writes_per_window = 5.0 / DEFAULT_INTERVAL
     assert 4.5 <= writes_per_window <= 5.0 / 1.05
+
+
+async def test_the_stop_button_rides_on_posts_and_goes_with_the_final_edit(
+    fake: FakeDiscord, http: HTTPClient, channel: Channel
+) -> None:
+    reply = sink(http, channel.id, live_view=lambda: stop_view("11", "22"))
+    first = await reply.post("Hel ▌", final=False)
+    await reply.edit(first, "Hello ▌", final=False)
+    sealed = await reply.post("done at once", final=True)
+    await reply.edit(first, "Hello.", final=True)
+    post, edit, final_post, final_edit = fake.message_calls(channel.id)
+    (row,) = post.body["components"]
+    assert [b["custom_id"] for b in row["components"]] == [stop_custom_id("11", "22")]
+    # An edit in between leaves the button alone (no components field); the final one
+    # removes it; a part posted final never had one.
+    assert "components" not in edit.body
+    assert "components" not in final_post.body
+    assert final_edit.body["components"] == []
+    assert fake.messages[first]["components"] == []
+    assert fake.messages[sealed]["components"] == []
+
+
+async def test_without_a_stop_button_edits_never_touch_components(
+    fake: FakeDiscord, http: HTTPClient, channel: Channel
+) -> None:
+    # A regeneration rewrites an answer that may carry feedback buttons: left as they are.
+    reply = sink(http, channel.id)
+    first = await reply.post("Hel ▌", final=False)
+    await reply.edit(first, "Hello.", final=True)
+    for call in fake.message_calls(channel.id):
+        assert "components" not in call.body
+
+
+def test_stop_custom_ids_fit_discord_and_parse_back() -> None:
+    longest = stop_custom_id("9" * 20, "9" * 20)
+    assert len(longest) <= 100  # Discord's custom_id limit
+    assert parse_stop(longest) == ("9" * 20, "9" * 20)
+    assert parse_stop(stop_custom_id("123", "456")) == ("123", "456")
+    for other in (POSITIVE_ID, NEGATIVE_ID, "cbb:stop:1", "cbb:stop:a:b", "cbb:stop:1:2:3",
+                  None, 5):
+        assert parse_stop(other) is None

@@ -42,6 +42,7 @@ class Relay:
     conversations: set[str] = field(default_factory=set)
     messages: list[InboundMessage] = field(default_factory=list)
     reactions: list[InboundReaction] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
 
     async def handle_message(self, message: InboundMessage, sink: ReplySink) -> None:
         self.messages.append(message)
@@ -61,6 +62,10 @@ class Relay:
         return None
 
     async def reset(self, place: Place, author: str) -> bool:
+        return False
+
+    async def stop(self, handle: str) -> bool:
+        self.stops.append(handle)
         return False
 
 
@@ -133,8 +138,9 @@ async def test_the_catch_all_tells_the_user_and_clears_the_status(running: Runni
     await running.deliver(event_envelope(mention_event(text="<@UBOT> hi", ts=TS)))
     await running.adapter.wait_idle()
     assert running.slack.thread_texts("C0CHAN", TS) == [SOMETHING_WENT_WRONG]
-    statuses = [c.args["status"] for c in running.slack.calls_to("assistant.threads.setStatus")]
-    assert statuses == ["is thinking…", ""]
+    # The agent session shows the work and is never left processing.
+    assert running.slack.session("C0CHAN", TS).history == ["processing", "active"]
+    assert running.slack.calls_to("assistant.threads.setStatus") == []
 
 
 async def test_only_the_bots_messages_reactions_reach_the_core(running: Running) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from adapters.slack.agent import AgentSessions
 from adapters.slack.sink import (
     POST_MAX_CHARS,
     STREAM_MAX_CHARS,
@@ -22,13 +25,16 @@ THREAD = "1700000000.000100"
 
 def make_sink(
     api: SlackApi, *, thread: str | None = THREAD, stream: bool = True, buttons: bool = False,
-    channel: str = "C0CHAN",
+    channel: str = "C0CHAN", sessions: AgentSessions | None = None,
+    on_stopped: Callable[[], None] | None = None, question: str | None = None,
+    retrying: SlackApi | None = None,
 ) -> SlackSink:
     return SlackSink(
-        api=api, retrying_api=api,
+        api=api, retrying_api=retrying or api,
         target=ReplyTarget(workspace="T0TEAM", channel=channel, thread_ts=thread,
-                           asker="U0ASKER"),
+                           asker="U0ASKER", question=question),
         stream=stream, feedback_buttons=buttons, pacing=SlackPacing(),
+        sessions=sessions, on_stopped=on_stopped,
     )
 
 
@@ -232,19 +238,42 @@ async def test_no_feedback_buttons_on_a_notice(slack: FakeSlack, api: SlackApi) 
     assert slack.calls_to("chat.update") == []
 
 
-async def test_a_reader_stopping_the_stream_halts_the_reply(
+async def test_a_reader_stopping_the_stream_stops_the_answer_and_its_end_still_lands(
     slack: FakeSlack, api: SlackApi
 ) -> None:
-    sink = make_sink(api, buttons=True)
+    stops: list[str] = []
+    sink = make_sink(api, buttons=True, on_stopped=lambda: stops.append("stop"))
     ts = await sink.post("Start", final=False)
-    slack.fail_next("chat.appendStream", "stopped_by_user")
-    await sink.edit(ts, "Start more", final=False)
-    calls = len(slack.calls)
-    await sink.edit(ts, "Start more text", final=True)
-    assert await sink.post("Next part", final=False) == ts
+    await slack.press_stop("C0CHAN", THREAD, deliver=False)
+    await sink.edit(ts, "Start more", final=False)  # appendStream: stopped_by_user
+    assert stops == ["stop"]
+    await sink.edit(ts, "Start more\n\n_(Stopped.)_", final=True)
     await sink.finish([ts], answered=True)
-    assert [c.method for c in slack.calls[calls:]] == []
-    assert slack.messages[ts].text == "Start"
+    assert stops == ["stop"]  # reported once
+    assert slack.thread_texts("C0CHAN", THREAD) == ["Start more\n\n_(Stopped.)_"]
+    message = slack.messages[ts]
+    assert message.has_feedback_buttons and message.source == "stream"
+    assert [c.method for c in slack.calls_to("chat.appendStream")] == ["chat.appendStream"]
+    assert slack.calls_to("chat.update", ok=True)
+
+
+async def test_a_stopped_message_that_refuses_edits_gets_the_rest_in_the_thread(
+    slack: FakeSlack, api: SlackApi
+) -> None:
+    sink = make_sink(api, on_stopped=lambda: None)
+    ts = await sink.post("Partial", final=False)
+    await slack.press_stop("C0CHAN", THREAD, deliver=False)
+    slack.fail_next("chat.update", "cant_update_message")
+    final = "Partial\n\n_(Stopped.)_"
+    for _ in range(3):  # the renderer calls again when a part continues in a new message
+        try:
+            await sink.edit(ts, final, final=True)
+            break
+        except PlatformError:
+            continue
+    await sink.finish(sink.part_ids, answered=True)
+    assert "".join(slack.thread_texts("C0CHAN", THREAD)) == final
+    assert slack.thread_texts("C0CHAN", THREAD)[0] == "Partial"
 
 
 async def test_text_over_one_call_is_sent_in_several_calls(

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from adapters.slack.markup import escape
-from adapters.slack.sink import PROGRESS_MARK, ReplyTarget, SlackApi, SlackPacing, SlackSink
+from adapters.slack.sink import ReplyTarget, SlackApi, SlackPacing, SlackSink
 from bridge.core.errors import PlatformError, PlatformRateLimited
+from bridge.core.ports import PROGRESS_MARK
 from tests.fakes.slack import FakeSlack, SlackCall, Tiers
 
 THREAD = "1700000000.000100"

@@ -473,3 +473,30 @@ def test_app_mention_with_a_subtype_is_answered_once(subtype: str) -> None:
     as_message = translate.message(twin, bot, ALL)
     assert as_mention is not None and as_message is not None
     assert as_mention.event_id == as_message.event_id  # one claim: answered once
+
+
+# --------------------------------------------------------------------------- agent experience
+
+
+def test_agent_session_stopped_names_the_thread_to_stop() -> None:
+    event = json.loads((FIXTURES / "agent_session_stopped_docs_example.json").read_text())
+    body = event_envelope(event)
+    assert translate.session_stopped(body, ALL) == translate.SessionStop(
+        channel="C0123ABC456", thread_ts="1782234671.392669")
+    assert translate.session_stopped(body, Scope(teams=frozenset({"T0OTHER"}))) is None
+    assert translate.session_stopped(body, Scope(channels=frozenset({"C0OTHER"}))) is None
+    del event["thread_ts"]
+    assert translate.session_stopped(event_envelope(event), ALL) is None
+    assert translate.session_stopped(event_envelope(mention_event(text="hi", ts=TS)),
+                                     ALL) is None
+
+
+def test_only_the_messages_tab_gets_prompts() -> None:
+    messages = json.loads((FIXTURES / "app_home_opened_messages.json").read_text())
+    home = json.loads((FIXTURES / "app_home_opened_home.json").read_text())
+    assert translate.messages_tab_opened(messages, ALL) == "D0442US94JD"
+    assert translate.messages_tab_opened(home, ALL) is None
+    assert translate.messages_tab_opened(messages, Scope(teams=frozenset({"T0OTHER"}))) is None
+    # DMs are never restricted by channel.
+    assert translate.messages_tab_opened(
+        messages, Scope(channels=frozenset({"C0OTHER"}))) == "D0442US94JD"
