@@ -116,6 +116,10 @@ class Relay(Protocol):
         """Forget the conversation of ``author`` at ``place``; True when there was one."""
         ...
 
+    async def adopt(self, place: Place, author: str, conversation_id: str) -> None:
+        """Continue ``conversation_id`` (checked to be ``author``'s) at ``place``."""
+        ...
+
     async def stop(self, handle: str) -> bool:
         """Stop the answer(s) running under ``handle`` (``bridge.core.identity.thread_handle``
         or ``event_handle``), on this replica and the others; True when one was running
