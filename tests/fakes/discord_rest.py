@@ -10,7 +10,10 @@ call (method, route template, channel, JSON body, status), keeps the messages it
 enforces Discord's 2,000-character content limit and a per-channel message write limit
 (5 per 5 s by default, shared by POST/PATCH/DELETE on a channel's messages) with 429s and
 ``X-RateLimit-*`` headers, opens threads (id = starter message id, announced with
-THREAD_CREATE), and answers interaction callbacks and the interaction webhook. Edits of a
+THREAD_CREATE; a thread started without a message gets its own id and a "started a thread"
+system message in its parent), and answers interaction callbacks and the interaction webhook
+(a component's deferred update makes the message it is on the "original response", as
+Discord does). Edits of a
 message named in ``old_messages`` fail like edits of a message older than an hour whose edit
 cap is spent (400, code 30046), on the channel and the interaction webhook alike.
 """
@@ -88,6 +91,8 @@ THREAD_PERMISSIONS = CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS
 TEXT_CHANNEL = 0
 DM_CHANNEL = 1
 PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
+THREAD_CREATED_MESSAGE = 18
 
 _counter = itertools.count(1)
 
@@ -179,6 +184,8 @@ class Interaction:
     acknowledged: bool = False
     original_id: str | None = None
     followups: list[str] = field(default_factory=list)
+    kind: int = 2  # 2 application command, 3 message component
+    message_id: str | None = None  # a component's message
 
 
 class FakeDiscord:
@@ -436,7 +443,8 @@ class FakeDiscord:
         message: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         interaction = Interaction(id=snowflake(), token=f"tok-{snowflake()}",
-                                  channel_id=channel.id, guild_id=channel.guild_id)
+                                  channel_id=channel.id, guild_id=channel.guild_id, kind=kind,
+                                  message_id=message["id"] if message is not None else None)
         self.interactions[interaction.token] = interaction
         payload: dict[str, Any] = {
             "id": interaction.id, "application_id": self.application_id, "type": kind,
@@ -496,6 +504,7 @@ class FakeDiscord:
         ("GET", "/channels/{channel_id}"),
         ("POST", "/channels/{channel_id}/typing"),
         ("POST", "/channels/{channel_id}/messages/{message_id}/threads"),
+        ("POST", "/channels/{channel_id}/threads"),
         ("POST", "/channels/{channel_id}/messages"),
         ("PATCH", "/channels/{channel_id}/messages/{message_id}"),
         ("DELETE", "/channels/{channel_id}/messages/{message_id}"),
@@ -563,6 +572,8 @@ class FakeDiscord:
             return _json(found.payload(found.guild_id))
         if t == "/channels/{channel_id}/typing":
             return web.Response(status=204)
+        if t == "/channels/{channel_id}/threads":
+            return await self._start_thread(call, params)
         if t.endswith("/threads"):
             return await self._open_thread(call, params)
         if t.startswith("/channels/{channel_id}/messages"):
@@ -722,6 +733,35 @@ class FakeDiscord:
         await self.dispatch("THREAD_CREATE", {**payload, "newly_created": True})
         return _json(payload, status=201)
 
+    async def _start_thread(self, call: Call, params: dict[str, str]) -> web.StreamResponse:
+        """A thread without a starter message: its own id; Discord defaults the type to a
+        private thread, which needs Create Private Threads (not granted here)."""
+        channel = self.channel(params["channel_id"])
+        if channel is None:
+            return self._error(404, 10003, "Unknown Channel")
+        if channel.guild_id is None:
+            return self._error(400, 50003, "Cannot execute action on a DM channel")
+        if channel.type != TEXT_CHANNEL:
+            return self._error(400, 50024, "Cannot execute action on this channel type")
+        body = call.body or {}
+        if not channel.threads_allowed or body.get("type", PRIVATE_THREAD) != PUBLIC_THREAD:
+            return self._error(403, 50013, "Missing Permissions")
+        name = body.get("name") or ""
+        if not 1 <= len(name) <= 100:
+            return self._error(400, 50035, "Invalid Form Body")
+        guild = self.guilds[channel.guild_id]
+        thread = Channel(id=snowflake(), guild_id=guild.id, name=name, type=PUBLIC_THREAD,
+                         parent_id=channel.id, owner_id=self.bot_id)
+        guild.channels[thread.id] = thread
+        payload = thread.payload(guild.id)
+        await self.dispatch("THREAD_CREATE", {**payload, "newly_created": True})
+        started = self._message(channel, self.bot, name)
+        started["type"] = THREAD_CREATED_MESSAGE
+        started["message_reference"] = {"channel_id": thread.id, "guild_id": guild.id}
+        self.messages[started["id"]] = started
+        await self.dispatch("MESSAGE_CREATE", started)
+        return _json(payload, status=201)
+
     # ------------------------------------------------------------------ interactions
 
     def _callback(self, call: Call, params: dict[str, str]) -> web.Response:
@@ -735,8 +775,14 @@ class FakeDiscord:
         kind = body.get("type")
         data = body.get("data") or {}
         response: dict[str, Any] = {
-            "interaction": {"id": interaction.id, "type": 2},
+            "interaction": {"id": interaction.id, "type": interaction.kind},
         }
+        if kind in (6, 7) and interaction.message_id is not None:
+            # DEFERRED_UPDATE_MESSAGE / UPDATE_MESSAGE: the component's message is the one
+            # "@original" edits from now on.
+            interaction.original_id = interaction.message_id
+            if kind == 7 and interaction.message_id in self.messages:
+                self._edit_message(self.messages[interaction.message_id], data)
         if kind in (4, 5):
             channel = self.channel(interaction.channel_id)
             assert channel is not None
@@ -773,6 +819,9 @@ class FakeDiscord:
                 return self._too_long()
             message = self._message(channel, self.bot, content)
             message["webhook_id"] = self.application_id
+            message["flags"] = int(body.get("flags") or 0)  # 64: ephemeral
+            if body.get("components"):
+                message["components"] = body["components"]
             self.messages[message["id"]] = message
             interaction.followups.append(message["id"])
             return _json(message)
