@@ -29,6 +29,7 @@ from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.errors import BridgeError, ConfigError, PlatformError
 from bridge.core.feedback import FeedbackPolicy
+from bridge.core.history import History
 from bridge.core.identity import event_handle
 from bridge.core.models import (
     Feedback,
@@ -43,6 +44,7 @@ from bridge.core.ports import Relay, ReplySink
 
 from . import translate
 from .checks import shard_problem
+from .history import HistoryCommand, Where
 from .sink import (
     DEFAULT_INTERVAL,
     NO_MENTIONS,
@@ -130,10 +132,12 @@ class DiscordAdapter:
         guild_ready_timeout: float = 2.0,
         ready_timeout: float = READY_TIMEOUT,
         connector: Callable[[], aiohttp.BaseConnector] | None = None,
+        history: History | None = None,
     ) -> None:
         """``connector`` makes the aiohttp connector for discord.py's REST and gateway
         connections, one per start (discord.py closes it with the client); tests pass one
-        whose resolver sends discord.com and the gateway to a fake."""
+        whose resolver sends discord.com and the gateway to a fake. ``history`` adds
+        /history (the person's past conversations)."""
         self._settings = settings
         self._relay = relay
         self._metrics = metrics
@@ -153,6 +157,11 @@ class DiscordAdapter:
         self._tasks = EventTasks(platform="discord")
         self._bot_id = ""
         self._tree: app_commands.CommandTree[_Client] | None = None
+        self._history = None if history is None else HistoryCommand(
+            history=history, relay=relay, tasks=self._tasks, metrics=metrics,
+            where=self._interaction_where, refusal=self._ask_refusal,
+            mention_needed=not settings.discord_message_content,
+        )
 
     @property
     def name(self) -> str:
@@ -295,6 +304,8 @@ class DiscordAdapter:
         self._tree = tree
         if self._settings.discord_feedback_buttons:
             client.add_view(FeedbackView(self._on_feedback_button))
+        if self._history is not None:
+            client.add_dynamic_items(self._history.button())
         return client
 
     async def _count_rate_limited(
@@ -531,6 +542,8 @@ class DiscordAdapter:
 
         tree.add_command(ask)
         tree.add_command(reset)
+        if self._history is not None:
+            tree.add_command(self._history.command())
 
     def _interaction_place(self, interaction: discord.Interaction[Any]) -> Place:
         guild_id = str(interaction.guild_id) if interaction.guild_id is not None else None
@@ -540,6 +553,10 @@ class DiscordAdapter:
             channel_id=str(interaction.channel_id),
             facts=_channel_facts(channel, interaction.guild),
         )
+
+    def _interaction_where(self, interaction: discord.Interaction[Any]) -> Where:
+        return Where(self._interaction_place(interaction),
+                     _channel_facts(interaction.channel, interaction.guild))
 
     async def _on_ask(self, interaction: discord.Interaction[Any], question: str) -> None:
         place = self._interaction_place(interaction)

@@ -36,6 +36,7 @@ class DiscordPlatform:
 
         return DiscordAdapter(
             settings=bridge.settings, relay=bridge.service, metrics=bridge.metrics,
+            history=bridge.history,
         )
 
     async def check(self, settings: Settings, session: aiohttp.ClientSession) -> CheckResult:

@@ -85,13 +85,15 @@ class Resumption:
     question: str | None
     answer: str | None
 
-    def heading(self) -> str:
+    def heading(self, hint: str = "Reply in this thread to continue the conversation.") -> str:
+        """The Markdown that heads the continuing thread; ``hint`` says how to go on there
+        (a platform where a reply needs a mention, or a DM, says so)."""
         lines = [f"**Continuing: {self.title}**"]
         if self.question:
             lines.append("> " + shorten(self.question, EXCERPT_CHARS).replace("\n", "\n> "))
         if self.answer:
             lines.append(shorten(self.answer, EXCERPT_CHARS))
-        lines.append("_Reply in this thread to continue the conversation._")
+        lines.append(f"_{hint}_")
         return "\n\n".join(lines)
 
 

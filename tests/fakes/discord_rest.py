@@ -10,10 +10,13 @@ call (method, route template, channel, JSON body, status), keeps the messages it
 enforces Discord's 2,000-character content limit and a per-channel message write limit
 (5 per 5 s by default, shared by POST/PATCH/DELETE on a channel's messages) with 429s and
 ``X-RateLimit-*`` headers, opens threads (id = starter message id, announced with
-THREAD_CREATE), and answers interaction callbacks and the interaction webhook. Messages keep
-the ``components`` (action rows of buttons) they are posted or edited with; an edit without
-the field leaves them, an empty list removes them, like Discord. Component interactions carry
-the presser's channel permissions as ``member.permissions``. Edits of a
+THREAD_CREATE; a thread started without a message gets its own id and a "started a thread"
+system message in its parent), and answers interaction callbacks and the interaction webhook
+(a component's deferred update makes the message it is on the "original response", as
+Discord does). Messages keep the ``components`` (action rows of buttons) they are posted or
+edited with; an edit without the field leaves them, an empty list removes them, like
+Discord. Component interactions carry the presser's channel permissions as
+``member.permissions``. Edits of a
 message named in ``old_messages`` fail like edits of a message older than an hour whose edit
 cap is spent (400, code 30046), on the channel and the interaction webhook alike.
 """
@@ -92,6 +95,8 @@ THREAD_PERMISSIONS = CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS
 TEXT_CHANNEL = 0
 DM_CHANNEL = 1
 PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
+THREAD_CREATED_MESSAGE = 18
 
 _counter = itertools.count(1)
 
@@ -180,7 +185,6 @@ class Interaction:
     token: str
     channel_id: str
     guild_id: str | None
-    type: int = 2
     acknowledged: bool = False
     # The callback's response type (4 message, 5 deferred message, 6 deferred update, ...)
     # and its flags (64: ephemeral).
@@ -188,6 +192,8 @@ class Interaction:
     response_flags: int = 0
     original_id: str | None = None
     followups: list[str] = field(default_factory=list)
+    kind: int = 2  # 2 application command, 3 message component
+    message_id: str | None = None  # a component's message
 
 
 class FakeDiscord:
@@ -453,7 +459,8 @@ class FakeDiscord:
         """``permissions``: the user's resolved permissions in the channel (Discord sends
         them as ``member.permissions`` on every guild interaction)."""
         interaction = Interaction(id=snowflake(), token=f"tok-{snowflake()}",
-                                  channel_id=channel.id, guild_id=channel.guild_id, type=kind)
+                                  channel_id=channel.id, guild_id=channel.guild_id, kind=kind,
+                                  message_id=message["id"] if message is not None else None)
         self.interactions[interaction.token] = interaction
         payload: dict[str, Any] = {
             "id": interaction.id, "application_id": self.application_id, "type": kind,
@@ -514,6 +521,7 @@ class FakeDiscord:
         ("GET", "/channels/{channel_id}"),
         ("POST", "/channels/{channel_id}/typing"),
         ("POST", "/channels/{channel_id}/messages/{message_id}/threads"),
+        ("POST", "/channels/{channel_id}/threads"),
         ("POST", "/channels/{channel_id}/messages"),
         ("PATCH", "/channels/{channel_id}/messages/{message_id}"),
         ("DELETE", "/channels/{channel_id}/messages/{message_id}"),
@@ -581,6 +589,8 @@ class FakeDiscord:
             return _json(found.payload(found.guild_id))
         if t == "/channels/{channel_id}/typing":
             return web.Response(status=204)
+        if t == "/channels/{channel_id}/threads":
+            return await self._start_thread(call, params)
         if t.endswith("/threads"):
             return await self._open_thread(call, params)
         if t.startswith("/channels/{channel_id}/messages"):
@@ -740,6 +750,35 @@ class FakeDiscord:
         await self.dispatch("THREAD_CREATE", {**payload, "newly_created": True})
         return _json(payload, status=201)
 
+    async def _start_thread(self, call: Call, params: dict[str, str]) -> web.StreamResponse:
+        """A thread without a starter message: its own id; Discord defaults the type to a
+        private thread, which needs Create Private Threads (not granted here)."""
+        channel = self.channel(params["channel_id"])
+        if channel is None:
+            return self._error(404, 10003, "Unknown Channel")
+        if channel.guild_id is None:
+            return self._error(400, 50003, "Cannot execute action on a DM channel")
+        if channel.type != TEXT_CHANNEL:
+            return self._error(400, 50024, "Cannot execute action on this channel type")
+        body = call.body or {}
+        if not channel.threads_allowed or body.get("type", PRIVATE_THREAD) != PUBLIC_THREAD:
+            return self._error(403, 50013, "Missing Permissions")
+        name = body.get("name") or ""
+        if not 1 <= len(name) <= 100:
+            return self._error(400, 50035, "Invalid Form Body")
+        guild = self.guilds[channel.guild_id]
+        thread = Channel(id=snowflake(), guild_id=guild.id, name=name, type=PUBLIC_THREAD,
+                         parent_id=channel.id, owner_id=self.bot_id)
+        guild.channels[thread.id] = thread
+        payload = thread.payload(guild.id)
+        await self.dispatch("THREAD_CREATE", {**payload, "newly_created": True})
+        started = self._message(channel, self.bot, name)
+        started["type"] = THREAD_CREATED_MESSAGE
+        started["message_reference"] = {"channel_id": thread.id, "guild_id": guild.id}
+        self.messages[started["id"]] = started
+        await self.dispatch("MESSAGE_CREATE", started)
+        return _json(payload, status=201)
+
     # ------------------------------------------------------------------ interactions
 
     def _callback(self, call: Call, params: dict[str, str]) -> web.Response:
@@ -755,15 +794,21 @@ class FakeDiscord:
         interaction.response_type = kind
         interaction.response_flags = int(data.get("flags") or 0)
         response: dict[str, Any] = {
-            "interaction": {"id": interaction.id, "type": interaction.type},
+            "interaction": {"id": interaction.id, "type": interaction.kind},
         }
+        if kind in (6, 7) and interaction.message_id is not None:
+            # DEFERRED_UPDATE_MESSAGE / UPDATE_MESSAGE: the component's message is the one
+            # "@original" edits from now on.
+            interaction.original_id = interaction.message_id
+            if kind == 7 and interaction.message_id in self.messages:
+                self._edit_message(self.messages[interaction.message_id], data)
         if kind in (4, 5):
             channel = self.channel(interaction.channel_id)
             assert channel is not None
             message = self._message(channel, self.bot, data.get("content") or "")
             message["flags"] = int(data.get("flags") or 0) | (128 if kind == 5 else 0)
             message["components"] = data.get("components") or []
-            message["interaction_metadata"] = {"id": interaction.id, "type": interaction.type,
+            message["interaction_metadata"] = {"id": interaction.id, "type": interaction.kind,
                                                "user": self.bot}
             message["webhook_id"] = self.application_id
             self.messages[message["id"]] = message
@@ -795,7 +840,7 @@ class FakeDiscord:
             message = self._message(channel, self.bot, content)
             message["webhook_id"] = self.application_id
             message["components"] = body.get("components") or []
-            message["flags"] = int(body.get("flags") or 0)
+            message["flags"] = int(body.get("flags") or 0)  # 64: ephemeral
             self.messages[message["id"]] = message
             interaction.followups.append(message["id"])
             return _json(message)

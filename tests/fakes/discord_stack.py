@@ -20,6 +20,7 @@ from bridge.app.compose import compose
 from bridge.app.metrics import Metrics
 from bridge.app.settings import Settings
 from bridge.core.clock import SystemClock
+from bridge.core.history import History
 from bridge.core.service import RelayService
 from bridge.store import Store
 from tests.fakes import secrets
@@ -42,6 +43,7 @@ class DiscordStack:
     guild: Guild
     channel: Channel
     adapters: list[DiscordAdapter] = field(default_factory=list)
+    history: History | None = None
 
     @property
     def adapter(self) -> DiscordAdapter:
@@ -57,6 +59,7 @@ class DiscordStack:
             guild_ready_timeout=0.05,
             ready_timeout=10.0,
             connector=self.discord.connector,
+            history=self.history,
         )
         await adapter.start()
         self.adapters.append(adapter)
@@ -94,7 +97,7 @@ async def discord_stack(
         channel = discord.add_channel(guild, "general")
         built = DiscordStack(discord=discord, chatbase=chatbase, settings=settings,
                              service=service, store=store, metrics=metrics, guild=guild,
-                             channel=channel)
+                             channel=channel, history=bridge.history)
 
         async def close_adapters() -> None:
             for adapter in built.adapters:

@@ -39,7 +39,8 @@ async def reset_answer(s: DiscordStack, interaction: dict[str, Any]) -> str:
 
 async def test_commands_are_synced_at_start(redis_url: str, redis_prefix: str) -> None:
     async with discord_stack(redis_url, redis_prefix) as s:
-        assert sorted(c["name"] for c in s.discord.commands["global"]) == ["ask", "reset"]
+        names = sorted(c["name"] for c in s.discord.commands["global"])
+        assert names == ["ask", "history", "reset"]
         ask = next(c for c in s.discord.commands["global"] if c["name"] == "ask")
         assert ask["options"][0]["name"] == "question" and ask["options"][0]["required"]
 
@@ -48,7 +49,8 @@ async def test_command_guilds_get_an_instant_guild_sync(redis_url: str, redis_pr
     async with discord_stack(redis_url, redis_prefix, start=False) as s:
         await s.start_adapter(discord_command_guilds=[s.guild.id])
         assert "global" not in s.discord.commands
-        assert sorted(c["name"] for c in s.discord.commands[s.guild.id]) == ["ask", "reset"]
+        names = sorted(c["name"] for c in s.discord.commands[s.guild.id])
+        assert names == ["ask", "history", "reset"]
 
 
 async def test_ask_is_deferred_then_rendered_in_the_response(
