@@ -45,6 +45,7 @@ from bridge.core.ports import Relay, ReplySink
 from . import translate
 from .checks import shard_problem
 from .history import HistoryCommand, Where
+from .replies import defer, edit_response, follow_up_ephemeral, reply_ephemeral
 from .sink import (
     DEFAULT_INTERVAL,
     NO_MENTIONS,
@@ -562,10 +563,10 @@ class DiscordAdapter:
         place = self._interaction_place(interaction)
         refusal = self._ask_refusal(place)
         if refusal is not None:
-            await _reply_ephemeral(interaction, refusal)
+            await reply_ephemeral(interaction, refusal)
             return
         # Discord waits 3 s for an acknowledgement; everything slow comes after it.
-        if not await _defer(interaction, ephemeral=False, what="/ask"):
+        if not await defer(interaction, ephemeral=False, what="/ask"):
             return
         message = translate.ask_message(
             interaction_id=str(interaction.id),
@@ -596,27 +597,27 @@ class DiscordAdapter:
     async def _on_reset(self, interaction: discord.Interaction[Any]) -> None:
         # Discord waits 3 s for an acknowledgement and Redis may be slower than that: the
         # ephemeral "thinking" response goes out first, the answer replaces it.
-        if not await _defer(interaction, ephemeral=True, what="/reset"):
+        if not await defer(interaction, ephemeral=True, what="/reset"):
             return
         place = self._interaction_place(interaction)
         try:
             existed = await self._relay.reset(place, str(interaction.user.id))
         except Exception:
             log.exception("Discord /reset failed")
-            await _edit_response(interaction, "Could not reset right now; try again shortly.")
+            await edit_response(interaction, "Could not reset right now; try again shortly.")
             return
         text = (
             "Started a new conversation: your next question begins afresh."
             if existed
             else "There was no conversation to reset here; your next question starts one."
         )
-        await _edit_response(interaction, text)
+        await edit_response(interaction, text)
 
     async def _on_feedback_button(
         self, interaction: discord.Interaction[Any], feedback: Feedback
     ) -> None:
         # A silent acknowledgement, first on every path: the press needs no visible answer.
-        if not await _defer(interaction, ephemeral=False, what="a feedback button"):
+        if not await defer(interaction, ephemeral=False, what="a feedback button"):
             return
         if interaction.message is None:
             return
@@ -633,7 +634,7 @@ class DiscordAdapter:
         )
         self._tasks.spawn(
             self._relay.handle_feedback_button(press), name="discord-feedback-button",
-            notice=lambda: _follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG),
+            notice=lambda: follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG),
         )
 
     async def _on_stop_button(
@@ -642,14 +643,14 @@ class DiscordAdapter:
         # Only the asker, or someone who may manage messages in this channel (the
         # interaction's resolved permissions, overwrites included), stops an answer.
         if str(interaction.user.id) != asker and not interaction.permissions.manage_messages:
-            await _reply_ephemeral(interaction, ONLY_ASKER_MAY_STOP)
+            await reply_ephemeral(interaction, ONLY_ASKER_MAY_STOP)
             return
         # A silent acknowledgement first, within Discord's 3 s: the answer's own final edit
         # is what the presser sees.
-        if not await _defer(interaction, ephemeral=False, what="a Stop button"):
+        if not await defer(interaction, ephemeral=False, what="a Stop button"):
             return
         self._tasks.spawn(self._stop(event_id), name="discord-stop-button",
-                          notice=lambda: _follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG))
+                          notice=lambda: follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG))
 
     async def _stop(self, event_id: str) -> None:
         if not await self._relay.stop(event_handle(Platform.DISCORD, event_id)):
@@ -702,38 +703,3 @@ def _gateway_problem(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _defer(interaction: discord.Interaction[Any], *, ephemeral: bool, what: str) -> bool:
-    """Acknowledge ``interaction`` (within Discord's 3 s); False when it cannot be."""
-    try:
-        if interaction.type is discord.InteractionType.component:
-            await interaction.response.defer()
-        else:
-            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
-    except discord.HTTPException as exc:
-        # 40060: another process (same shard by mistake) acknowledged it first; 10062: it
-        # arrived too late to answer.
-        log.info("could not acknowledge %s (%s): code %s", what, interaction.id, exc.code)
-        return False
-    return True
-
-
-async def _edit_response(interaction: discord.Interaction[Any], text: str) -> None:
-    """Replace a deferred response's "thinking" with ``text``."""
-    try:
-        await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-    except discord.HTTPException as exc:
-        log.info("could not answer interaction %s: code %s", interaction.id, exc.code)
-
-
-async def _follow_up_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:
-    """A message only the person sees, after the interaction was acknowledged."""
-    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-
-async def _reply_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:
-    try:
-        await interaction.response.send_message(
-            text, ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
-    except discord.HTTPException as exc:
-        log.info("could not answer interaction %s: code %s", interaction.id, exc.code)

@@ -30,6 +30,7 @@ from bridge.app.metrics import Metrics
 from bridge.core.history import History, HistoryPage, PastConversation, ago, shorten
 from bridge.core.models import Place, Platform
 
+from .replies import defer, edit_response, follow_up_ephemeral, reply_ephemeral
 from .sink import ARCHIVE_AFTER_MINUTES, NO_MENTIONS
 from .translate import ChannelFacts, ChannelKind, thread_name
 
@@ -236,45 +237,45 @@ class HistoryCommand:
         where = self._where(interaction)
         refusal = self._refusal(where.place)
         if refusal is not None:
-            await _reply(interaction, refusal)
+            await reply_ephemeral(interaction, refusal)
             return
         # Discord waits 3 s for an acknowledgement; Chatbase and Redis come after it.
-        if not await _acknowledge(interaction, "/history"):
+        if not await defer(interaction, ephemeral=True, what="/history"):
             return
         self._tasks.spawn(
             self._show(interaction, where.place, str(interaction.user.id), None),
             name="discord-history",
-            notice=lambda: _edit(interaction, SOMETHING_WENT_WRONG, None),
+            notice=lambda: edit_response(interaction, SOMETHING_WENT_WRONG, view=None),
         )
 
     async def _show(self, interaction: discord.Interaction[Any], place: Place, owner: str,
                     cursor: str | None) -> None:
         page = await self._history.page(place, owner, cursor)
         first = cursor is None
-        await _edit(interaction, page_text(page, self._history.now(), first=first),
-                    page_view(self.ids, owner, page, first=first, retry=cursor))
+        await edit_response(interaction, page_text(page, self._history.now(), first=first),
+                            view=page_view(self.ids, owner, page, first=first, retry=cursor))
 
     # ------------------------------------------------------------------ the buttons
 
     async def on_press(self, interaction: discord.Interaction[Any], press: Press) -> None:
         owner = str(interaction.user.id)
         if owner != press.owner:
-            await _reply(interaction, NOT_YOUR_LIST)
+            await reply_ephemeral(interaction, NOT_YOUR_LIST)
             return
         where = self._where(interaction)
         refusal = self._refusal(where.place)
         if refusal is not None:
-            await _reply(interaction, refusal)
+            await reply_ephemeral(interaction, refusal)
             return
-        if not await _acknowledge(interaction, "a history button"):
+        if not await defer(interaction, ephemeral=True, what="a history button"):
             return
         if press.action is Action.NEWEST or press.value is not None:
             self._tasks.spawn(
                 self._act(interaction, where, owner, press), name="discord-history-button",
-                notice=lambda: _tell(interaction, SOMETHING_WENT_WRONG),
+                notice=lambda: follow_up_ephemeral(interaction, SOMETHING_WENT_WRONG),
             )
         else:
-            await _tell(interaction, EXPIRED)
+            await follow_up_ephemeral(interaction, EXPIRED)
 
     async def _act(self, interaction: discord.Interaction[Any], where: Where, owner: str,
                    press: Press) -> None:
@@ -291,14 +292,14 @@ class HistoryCommand:
                         conversation_id: str) -> None:
         resumed = await self._history.resume(where.place, owner, conversation_id)
         if isinstance(resumed, str):
-            await _tell(interaction, resumed)
+            await follow_up_ephemeral(interaction, resumed)
             return
         target = await self._destination(interaction, where, resumed.title)
         await self._relay.adopt(target.place, owner, conversation_id)
         self._count("post")
         await target.channel.send(resumed.heading(target.hint), allowed_mentions=NO_MENTIONS)
         title = discord.utils.escape_markdown(resumed.title)
-        await _tell(interaction, f"Continuing **{title}** {target.shown_as}.")
+        await follow_up_ephemeral(interaction, f"Continuing **{title}** {target.shown_as}.")
 
     async def _destination(self, interaction: discord.Interaction[Any], where: Where,
                            title: str) -> _Destination:
@@ -338,41 +339,3 @@ class HistoryCommand:
 
     def _count(self, call: str) -> None:
         self._metrics.platform_calls.labels("discord", call).inc()
-
-
-async def _acknowledge(interaction: discord.Interaction[Any], what: str) -> bool:
-    """Within Discord's 3 s: an ephemeral "thinking" for the command, a silent
-    acknowledgement for a button (its list is edited or a follow-up says what happened)."""
-    try:
-        if interaction.type is discord.InteractionType.component:
-            await interaction.response.defer()
-        else:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-    except discord.HTTPException as exc:
-        log.info("could not acknowledge %s (%s): code %s", what, interaction.id, exc.code)
-        return False
-    return True
-
-
-async def _reply(interaction: discord.Interaction[Any], text: str) -> None:
-    """An immediate ephemeral answer (the acknowledgement itself)."""
-    try:
-        await interaction.response.send_message(text, ephemeral=True,
-                                                allowed_mentions=NO_MENTIONS)
-    except discord.HTTPException as exc:
-        log.info("could not answer interaction %s: code %s", interaction.id, exc.code)
-
-
-async def _edit(interaction: discord.Interaction[Any], text: str,
-                view: discord.ui.View | None) -> None:
-    """Replace the deferred response (or, for a button, the list it is on)."""
-    try:
-        await interaction.edit_original_response(content=text, view=view,
-                                                 allowed_mentions=NO_MENTIONS)
-    except discord.HTTPException as exc:
-        log.info("could not show the history (%s): code %s", interaction.id, exc.code)
-
-
-async def _tell(interaction: discord.Interaction[Any], text: str) -> None:
-    """A line only the presser sees, after the press was acknowledged."""
-    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
