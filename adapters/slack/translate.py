@@ -421,9 +421,10 @@ class Viewer:
 
     @property
     def place(self) -> Place:
-        # The userId depends only on the platform, the workspace (or org) and the person.
+        # The userId depends only on the platform, the workspace (or org) and the person;
+        # the agent is the one that answers the person's DMs (Continue happens there).
         return Place(platform=Platform.SLACK, workspace=self.workspace, channel="",
-                     enterprise=self.enterprise)
+                     is_dm=True, enterprise=self.enterprise)
 
 
 def home_opened(body: Any, scope: Scope) -> Viewer | None:

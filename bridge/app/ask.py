@@ -9,13 +9,14 @@ from typing import Any, TextIO
 import aiohttp
 
 from bridge.app.compose import compose_chatbase
-from bridge.app.settings import Settings, env_name
+from bridge.app.settings import AgentAccess, Settings, env_name
 from bridge.chatbase.client import ChatbaseClient, check_user_id
 from bridge.core import notices
 from bridge.core.errors import (
     BridgeError,
     ChatbaseAPIError,
     ChatbaseError,
+    ConfigError,
     StreamErrorChunk,
     StreamIdleTimeout,
     StreamInterrupted,
@@ -40,6 +41,22 @@ def default_user_id() -> str:
     return f"cli.{name or 'user'}"
 
 
+def _access(settings: Settings, agent: str | None) -> AgentAccess:
+    """The agent to ask and its key: a configured agent with the key its route names, or
+    any other agent with CHATBASE_API_KEY (one key serves every agent of a workspace)."""
+    known = settings.agents()
+    if agent is None:
+        return known[0]
+    for access in known:
+        if access.agent == agent:
+            return access
+    if settings.chatbase_api_key is None or not settings.chatbase_api_key.get_secret_value():
+        raise ConfigError(f"agent {agent} is not in BRIDGE_ROUTES and CHATBASE_API_KEY is "
+                          "not set, so no key can ask it")
+    return AgentAccess(agent=agent, api_key=settings.chatbase_api_key,
+                       key_setting="CHATBASE_API_KEY")
+
+
 async def ask(
     *,
     settings: Settings,
@@ -49,18 +66,19 @@ async def ask(
     as_json: bool,
     out: TextIO,
     err: TextIO,
+    agent: str | None = None,
 ) -> int:
     """Send ``text``, print the answer as it streams (or one JSON object with ``as_json``)
     and the conversation facts on ``err``. Returns the exit status: 0, or 1 on any error."""
     try:
-        settings.require_chatbase()
+        access = _access(settings, agent)
         user_id = _checked(settings, text, conversation_id, user_id)
     except BridgeError as exc:
         err.write(f"error: {exc}\n")
         return 1
 
     async with aiohttp.ClientSession() as session:
-        client = compose_chatbase(settings, session=session)
+        client = compose_chatbase(settings, session=session, access=access)
         turn = _Turn(client=client, out=None if as_json else out, err=err)
         try:
             result = await turn.run(

@@ -27,11 +27,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.app.compose import compose_chatbase
 from bridge.app.platforms import Platform, credentials, discover
-from bridge.app.settings import Settings
+from bridge.app.settings import AgentAccess, Settings
 from bridge.core.errors import (
     ChatbaseAPIError,
     ChatbaseError,
     ChatbaseRateLimited,
+    ConfigError,
     StoreError,
 )
 from bridge.store.embedded import EmbeddedRedis
@@ -106,12 +107,14 @@ async def run_checks(
         platforms = discover()
     timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        checks: list[Awaitable[CheckResult]] = [
+        checks: list[Awaitable[CheckResult | list[CheckResult]]] = [
             check_chatbase(settings, session),
             check_redis(settings),
             *(platform.check(settings, session) for platform in platforms),
         ]
-        results = list(await asyncio.gather(*checks))
+        results: list[CheckResult] = []
+        for found in await asyncio.gather(*checks):
+            results.extend(found if isinstance(found, list) else [found])
     if not any(platform.enabled(settings) for platform in platforms):
         results.append(fail(
             "platform",
@@ -124,19 +127,35 @@ async def run_checks(
 # ---------------------------------------------------------------------------- Chatbase
 
 
-async def check_chatbase(settings: Settings, session: aiohttp.ClientSession) -> CheckResult:
-    name = "chatbase"
+async def check_chatbase(
+    settings: Settings, session: aiohttp.ClientSession
+) -> list[CheckResult]:
+    """One line per agent the bridge talks to (CHATBASE_AGENT_ID and BRIDGE_ROUTES), each
+    with its own key: the first is named ``chatbase``, the others ``chatbase:<agent>``."""
     missing = settings.missing_chatbase()
     if missing:
-        return fail(name, f"missing required setting(s) {' and '.join(missing)}.", config=True)
-    _, agent_id = settings.require_chatbase()
+        return [fail("chatbase", f"missing required setting(s) {' and '.join(missing)}.",
+                     config=True)]
+    try:
+        accesses = settings.agents()
+    except ConfigError as exc:
+        return [fail("chatbase", str(exc), config=True)]
+    return list(await asyncio.gather(*(
+        _check_agent("chatbase" if n == 0 else f"chatbase:{access.agent}", settings,
+                     session, access)
+        for n, access in enumerate(accesses))))
+
+
+async def _check_agent(name: str, settings: Settings, session: aiohttp.ClientSession,
+                       access: AgentAccess) -> CheckResult:
+    agent_id = access.agent
     # The bridge's own client, with waits capped so that `check` answers promptly.
     capped = settings.model_copy(update={
         "chatbase_timeout": min(settings.chatbase_timeout, CHECK_TIMEOUT),
         "stream_idle_timeout": min(settings.stream_idle_timeout, CHECK_TIMEOUT),
         "chatbase_max_wait": min(settings.chatbase_max_wait, 5.0),
     })
-    client = compose_chatbase(capped, session=session)
+    client = compose_chatbase(capped, session=session, access=access)
     where = client.base_url
     try:
         health = await client.health()
@@ -155,28 +174,29 @@ async def check_chatbase(settings: Settings, session: aiohttp.ClientSession) -> 
     except ChatbaseAPIError as exc:
         # A refused key or an unknown agent is fixed in the settings, like the runtime says.
         refused = exc.code.startswith("AUTH_") or exc.code in _UNKNOWN_AGENT
-        return fail(name, _chatbase_refusal(exc, agent_id), config=refused)
+        return fail(name, _chatbase_refusal(exc, access), config=refused)
     except ChatbaseError as exc:
         return fail(name, f"Chatbase at {where} failed an authorised call: {exc}.")
     finally:
         aclose: Callable[[], Awaitable[None]] | None = getattr(pages, "aclose", None)
         if aclose is not None:
             await aclose()
-    return ok(name, f"agent {agent_id} answers at {where}")
+    return ok(name, f"agent {agent_id} answers at {where} (key {access.key_setting})")
 
 
 _UNKNOWN_AGENT = frozenset({"AGENT_NOT_FOUND", "RESOURCE_NOT_FOUND"})
 
 
-def _chatbase_refusal(exc: ChatbaseAPIError, agent_id: str) -> str:
+def _chatbase_refusal(exc: ChatbaseAPIError, access: AgentAccess) -> str:
+    agent_id = access.agent
     code = exc.code
     where = f" (request id {exc.request_id})" if exc.request_id else ""
     if code.startswith("AUTH_"):
-        return (f"Chatbase refused the API key ({code}); check CHATBASE_API_KEY "
+        return (f"Chatbase refused the API key ({code}); check {access.key_setting} "
                 "(Workspace Settings → API Keys).")
     if code in _UNKNOWN_AGENT:
-        return (f"Chatbase has no agent {agent_id!r} for this API key ({code}); "
-                "check CHATBASE_AGENT_ID.")
+        return (f"Chatbase has no agent {agent_id!r} for the key in {access.key_setting} "
+                f"({code}); check CHATBASE_AGENT_ID or BRIDGE_ROUTES.")
     if code in ("SUBSCRIPTION_API_RESTRICTED_PLAN", "PLAN_FEATURE_NOT_AVAILABLE"):
         return (f"the Chatbase workspace's plan has no API access ({code}); "
                 "API v2 needs a Standard plan or above.")

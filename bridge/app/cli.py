@@ -92,6 +92,9 @@ def build_parser(platforms: Sequence[Platform] | None = None) -> argparse.Argume
     )
     ask.add_argument("text", help="the message ('-' reads it from stdin)")
     ask.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    ask.add_argument("--agent", metavar="ID",
+                     help="the agent to ask (default: CHATBASE_AGENT_ID, else the first one "
+                     "BRIDGE_ROUTES names); its key is the one its route names")
     ask.add_argument("--user", metavar="ID",
                      help="Chatbase userId of a new conversation (default: cli.<your login>)")
     ask.add_argument("--json", action="store_true",
@@ -308,7 +311,7 @@ def _cmd_ask(args: argparse.Namespace, secrets: _Secrets) -> int:
     text: str = sys.stdin.read() if args.text == "-" else args.text
     return asyncio.run(ask(
         settings=settings, text=text, conversation_id=args.conversation, user_id=args.user,
-        as_json=args.json, out=sys.stdout, err=sys.stderr,
+        as_json=args.json, out=sys.stdout, err=sys.stderr, agent=args.agent,
     ))
 
 

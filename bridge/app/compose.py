@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bridge.app.metrics import Metrics
-from bridge.app.settings import Settings
+from bridge.app.settings import AgentAccess, Settings
 from bridge.chatbase.client import ChatbaseClient, RequestHook
 from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
 from bridge.core.clock import SystemClock
 from bridge.core.history import History
 from bridge.core.ports import ChatbaseLike, Clock, SlotStore
 from bridge.core.rendering.pacing import Pacer
+from bridge.core.routing import Agents, Routes
 from bridge.core.service import RelayService
 from bridge.core.tools import ToolRegistry
 from bridge.store import Store, connect
@@ -47,6 +49,7 @@ class Bridge:
     tools: ToolRegistry
     service: RelayService
     history: History
+    agents: Agents  # every agent's client (``chatbase`` is the default agent's)
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -64,15 +67,17 @@ def compose_chatbase(
     limiter: RequestLimiter | None = None,
     clock: Clock | None = None,
     on_request: RequestHook | None = None,
+    access: AgentAccess | None = None,
 ) -> ChatbaseClient:
-    """The Chatbase client for ``settings``. Alone, for the one-shot commands (``ask``,
-    ``check``) that must not open Redis; ``compose`` builds the bridge's own through it.
-    Without ``limiter``, an in-process window of the configured size."""
-    api_key, agent_id = settings.require_chatbase()
+    """The Chatbase client of one agent (``access``; default: the default agent). Alone, for
+    the one-shot commands (``ask``, ``check``) that must not open Redis; ``compose`` builds
+    the bridge's own through it. Without ``limiter``, an in-process window of the
+    configured size."""
+    access = access if access is not None else settings.require_chatbase()
     return ChatbaseClient(
         session=session,
-        api_key=api_key,
-        agent_id=agent_id,
+        api_key=access.api_key.get_secret_value(),
+        agent_id=access.agent,
         base_url=settings.chatbase_api_base,
         limiter=limiter if limiter is not None else LocalLimiter(
             limit=settings.chatbase_rate_limit, window=settings.chatbase_rate_window,
@@ -122,26 +127,40 @@ async def compose(
         store = Store.from_settings(
             redis, settings, clock=store_clock if store_clock is not None else clock
         )
-        if limiter is None:
-            limiter = store.limiter(
-                "chatbase", limit=settings.chatbase_rate_limit,
-                window=settings.chatbase_rate_window,
+        # One client per agent; one request budget per API key (Chatbase limits each key),
+        # shared by every agent using it and by every replica.
+        budgets: dict[str, RequestLimiter] = {}
+        clients: dict[str, ChatbaseClient] = {}
+        for access in settings.agents():
+            budget = limiter
+            if budget is None:
+                name = "chatbase" if access.key_setting == "CHATBASE_API_KEY" \
+                    else f"chatbase:{access.key_setting}"
+                budget = budgets.setdefault(name, store.limiter(
+                    name, limit=settings.chatbase_rate_limit,
+                    window=settings.chatbase_rate_window,
+                ))
+            clients[access.agent] = compose_chatbase(
+                settings, session=session, limiter=budget, clock=clock, access=access,
+                on_request=functools.partial(metrics.chatbase_request, agent=access.agent),
             )
-        chatbase = compose_chatbase(
-            settings, session=session, limiter=limiter, clock=clock,
-            on_request=metrics.chatbase_request,
-        )
+        chatbase = next(iter(clients.values()))
         if tools is None:
             tools = ToolRegistry()
             tools.load(settings.tools_module)
         pacer = Pacer(slots=wrap_slots(store) if wrap_slots else store, clock=clock)
-        service_chatbase = wrap_chatbase(chatbase) if wrap_chatbase else chatbase
+        agents = Agents(
+            Routes({place: r.agent for place, r in settings.bridge_routes.items()},
+                   fallback=settings.chatbase_agent_id),
+            {agent: wrap_chatbase(client) if wrap_chatbase else client
+             for agent, client in clients.items()},
+        )
         secret = settings.user_id_secret.get_secret_value() if settings.user_id_secret \
             else None
         service = RelayService(
             settings=settings,
             store=store,
-            chatbase=service_chatbase,
+            agents=agents,
             pacer=pacer,
             clock=clock,
             metrics=metrics,
@@ -154,7 +173,7 @@ async def compose(
         yield Bridge(
             settings=settings, clock=clock, metrics=metrics, redis=redis, store=store,
             session=session, chatbase=chatbase, pacer=pacer, tools=tools, service=service,
-            history=History(chatbase=service_chatbase, cache=store, secret=secret),
+            history=History(agents=agents, cache=store, secret=secret), agents=agents,
         )
 
 

@@ -32,8 +32,9 @@ class Metrics:
             "bridge_platform_rate_limited", "Platform 429 answers.", ["platform"], registry=r,
         )
         self.chatbase_requests = Counter(
-            "bridge_chatbase_requests", "Chatbase HTTP requests by endpoint, status and code.",
-            ["endpoint", "status", "code"], registry=r,
+            "bridge_chatbase_requests",
+            "Chatbase HTTP requests by agent, endpoint, status and code.",
+            ["agent", "endpoint", "status", "code"], registry=r,
         )
         self.feedback = Counter(
             "bridge_feedback", "Feedback sent to Chatbase, by value.", ["platform", "value"],
@@ -47,9 +48,10 @@ class Metrics:
             ["platform", "result"], registry=r,
         )
 
-    def chatbase_request(self, endpoint: str, status: int | None, code: str | None) -> None:
+    def chatbase_request(self, endpoint: str, status: int | None, code: str | None, *,
+                         agent: str = "") -> None:
         self.chatbase_requests.labels(
-            endpoint=endpoint, status=str(status) if status is not None else "error",
+            agent=agent, endpoint=endpoint, status=str(status) if status is not None else "error",
             code=code or "",
         ).inc()
 

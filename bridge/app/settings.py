@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +48,34 @@ class SuggestedPrompt(BaseModel):
     message: str = Field(min_length=1)
 
 
+class RouteSpec(BaseModel):
+    """Where one place's questions go: an agent, and the variable holding its API key
+    (``CHATBASE_API_KEY`` when not named). ``api_key`` is read from that variable, never
+    from the JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str = Field(min_length=1)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key: SecretStr | None = Field(None, exclude=True)
+
+
+# Places a route may name (docs/configuration.md, "Several agents"): a Slack team or Grid
+# org, one of its channels or its DMs; a Discord server, one of its channels, or DMs.
+ROUTE_PLACE = re.compile(
+    r"slack:[A-Za-z0-9]+(?:/(?:[A-Za-z0-9]+|dm))?|discord:(?:dm|[0-9]+(?:/[0-9]+)?)"
+)
+
+
+@dataclass(frozen=True)
+class AgentAccess:
+    """One agent the bridge talks to, with its key and the setting the key came from."""
+
+    agent: str
+    api_key: SecretStr
+    key_setting: str
+
+
 class Settings(BaseSettings):
     """Every setting of the bridge. Field descriptions feed docs/configuration.md."""
 
@@ -64,7 +95,16 @@ class Settings(BaseSettings):
     )
     chatbase_agent_id: str | None = Field(
         None, validation_alias=_env("CHATBASE_AGENT_ID"),
-        description="The Chatbase agent that answers. Required.",
+        description="The Chatbase agent that answers (where BRIDGE_ROUTES names none). "
+        "Required unless BRIDGE_ROUTES is set.",
+    )
+    bridge_routes: Annotated[dict[str, RouteSpec], NoDecode] = Field(
+        {}, validation_alias=_env("BRIDGE_ROUTES"),
+        description="Which agent answers where: a JSON object from a place (`slack:<team>`, "
+        "`slack:<team>/<channel>`, `slack:<team>/dm`, `discord:<guild>`, "
+        "`discord:<guild>/<channel>`, `discord:dm`) to an agent id or "
+        "`{\"agent\": …, \"api_key_env\": \"<VARIABLE>\"}`; the most specific place wins "
+        "(docs/configuration.md, Several agents).",
     )
     chatbase_api_base: str = Field(
         "https://www.chatbase.co/api/v2", validation_alias=_env("CHATBASE_API_BASE"),
@@ -321,6 +361,42 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("bridge_routes", mode="before")
+    @classmethod
+    def _routes_in(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("expected a JSON object from places to agents") from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object from places to agents")
+        routes = {}
+        for place, target in value.items():
+            if not isinstance(place, str) or not ROUTE_PLACE.fullmatch(place):
+                raise ValueError(
+                    f"{place!r} is not a place (slack:<team>, slack:<team>/<channel>, "
+                    "slack:<team>/dm, discord:<guild>, discord:<guild>/<channel>, discord:dm)")
+            if isinstance(target, dict) and "api_key" in target:
+                raise ValueError(f"{place}: name the variable holding the key "
+                                 "(api_key_env), not the key")
+            routes[place] = {"agent": target} if isinstance(target, str) else target
+        return routes
+
+    @field_validator("bridge_routes")
+    @classmethod
+    def _route_keys(cls, value: dict[str, RouteSpec]) -> dict[str, RouteSpec]:
+        resolved = {}
+        for place, route in value.items():
+            if route.api_key_env is not None:
+                key = os.environ.get(route.api_key_env, "")
+                if not key.strip():
+                    raise ValueError(f"{place}: the variable {route.api_key_env} named for "
+                                     f"agent {route.agent} is not set")
+                route = route.model_copy(update={"api_key": SecretStr(key)})
+            resolved[place] = route
+        return resolved
+
     @field_validator("slack_suggested_prompts", mode="before")
     @classmethod
     def _prompts(cls, value: Any) -> Any:
@@ -364,18 +440,41 @@ class Settings(BaseSettings):
     def missing_chatbase(self) -> list[str]:
         """Names of the required Chatbase settings that are not set."""
         missing = []
-        if self.chatbase_api_key is None or not self.chatbase_api_key.get_secret_value():
+        has_key = self.chatbase_api_key is not None and bool(
+            self.chatbase_api_key.get_secret_value())
+        needs_key = self.chatbase_agent_id is not None or not self.bridge_routes or any(
+            r.api_key is None for r in self.bridge_routes.values())
+        if needs_key and not has_key:
             missing.append("CHATBASE_API_KEY")
-        if not self.chatbase_agent_id:
+        if not self.chatbase_agent_id and not self.bridge_routes:
             missing.append("CHATBASE_AGENT_ID")
         return missing
 
-    def require_chatbase(self) -> tuple[str, str]:
+    def agents(self) -> list[AgentAccess]:
+        """Every agent the bridge talks to, each with its key: CHATBASE_AGENT_ID first,
+        then the routed ones in the order BRIDGE_ROUTES names them."""
         missing = self.missing_chatbase()
         if missing:
             raise ConfigError(f"Missing required setting(s): {', '.join(missing)}.")
-        assert self.chatbase_api_key is not None and self.chatbase_agent_id is not None
-        return self.chatbase_api_key.get_secret_value(), self.chatbase_agent_id
+        found: dict[str, AgentAccess] = {}
+        wanted: list[tuple[str, SecretStr | None, str | None]] = (
+            [(self.chatbase_agent_id, None, None)] if self.chatbase_agent_id else [])
+        wanted += [(r.agent, r.api_key, r.api_key_env) for r in self.bridge_routes.values()]
+        for agent, key, setting in wanted:
+            if key is None:
+                assert self.chatbase_api_key is not None
+                key, setting = self.chatbase_api_key, "CHATBASE_API_KEY"
+            access = AgentAccess(agent=agent, api_key=key, key_setting=setting or "")
+            known = found.setdefault(agent, access)
+            if known.key_setting != access.key_setting:
+                raise ConfigError(
+                    f"Invalid setting BRIDGE_ROUTES: agent {agent} is named with two API keys "
+                    f"({known.key_setting} and {access.key_setting}); one agent has one key.")
+        return list(found.values())
+
+    def require_chatbase(self) -> AgentAccess:
+        """The default agent: CHATBASE_AGENT_ID, else the first routed one."""
+        return self.agents()[0]
 
 
 def env_name(field_name: str) -> str:
@@ -409,6 +508,8 @@ def load_settings(**overrides: Any) -> Settings:
             if name in Settings.model_fields:
                 name = env_name(name)
             value = error.get("input")
-            shown = "" if name.endswith(("KEY", "TOKEN", "SECRET")) else f" (got {_shown(value)!r})"
+            # Never quoted: secrets, and the routes (a key pasted there by mistake).
+            secret = name.endswith(("KEY", "TOKEN", "SECRET")) or name == "BRIDGE_ROUTES"
+            shown = "" if secret else f" (got {_shown(value)!r})"
             problems.append(f"{name}: {error.get('msg', 'invalid')}{shown}")
         raise ConfigError("Invalid setting " + "; ".join(problems) + ".") from None

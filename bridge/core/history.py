@@ -27,6 +27,7 @@ from bridge.core.errors import (
 from bridge.core.identity import chatbase_user_id
 from bridge.core.models import Place
 from bridge.core.ports import ChatbaseLike
+from bridge.core.routing import Agents
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ GONE = "This conversation no longer exists, so it can't be continued."
 ENDED = ("This conversation has {status}, so it can't be continued. You can start a new one "
          "about the same topic.")
 UNTITLED = "Untitled conversation"
+NO_AGENT = "No agent answers here, so there are no conversations to show."
 
 
 class HistoryCache(Protocol):
@@ -141,13 +143,13 @@ class History:
     def __init__(
         self,
         *,
-        chatbase: ChatbaseLike,
+        agents: Agents,
         cache: HistoryCache,
         secret: str | None,
         page_size: int = 5,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._chatbase = chatbase
+        self._agents = agents
         self._cache = cache
         self._secret = secret
         self._page_size = page_size
@@ -158,13 +160,17 @@ class History:
 
     async def page(self, place: Place, author: str, cursor: str | None = None) -> HistoryPage:
         """One page of ``author``'s conversations with the agent, newest activity first."""
+        chatbase = self._agents.for_place(place)
+        if chatbase is None:
+            return HistoryPage(problem=NO_AGENT)
         user_id = self.user_id(place, author)
+        cache_key = f"{chatbase.agent_id}/{user_id}"
         if cursor is None:
-            cached = await self._cached(user_id)
+            cached = await self._cached(cache_key)
             if cached is not None:
                 return cached
         try:
-            items, following = await self._chatbase.user_conversations_page(
+            items, following = await chatbase.user_conversations_page(
                 user_id, cursor=cursor, limit=self._page_size)
         except ChatbaseRateLimited as exc:
             log.warning("listing conversations was rate limited: %s", exc)
@@ -172,17 +178,20 @@ class History:
         except ChatbaseError as exc:
             log.warning("listing conversations failed: %s", exc)
             return HistoryPage(problem=UNAVAILABLE)
-        found = tuple(await asyncio.gather(*(self._past(item) for item in items
+        found = tuple(await asyncio.gather(*(self._past(chatbase, item) for item in items
                                              if isinstance(item.get("id"), str))))
         page = HistoryPage(conversations=found, cursor=following)
         if cursor is None:
-            await self._keep(user_id, page)
+            await self._keep(cache_key, page)
         return page
 
     async def resume(self, place: Place, author: str, conversation_id: str) -> Resumption | str:
         """The conversation ``author`` asks to continue, or the line that says why not."""
+        chatbase = self._agents.for_place(place)
+        if chatbase is None:
+            return NO_AGENT
         try:
-            data = await self._chatbase.get_conversation(conversation_id)
+            data = await chatbase.get_conversation(conversation_id)
         except ChatbaseAPIError as exc:
             if exc.code == "RESOURCE_NOT_FOUND":
                 return GONE
@@ -205,13 +214,13 @@ class History:
         return Resumption(conversation_id=conversation_id, title=past.title,
                           question=question, answer=answer)
 
-    async def _past(self, item: dict[str, Any]) -> PastConversation:
+    async def _past(self, chatbase: ChatbaseLike, item: dict[str, Any]) -> PastConversation:
         title = item.get("title")
         if isinstance(title, str) and title.strip():
             return self._summary(item, None)
         # No title yet: name it by its first question, read from the conversation.
         try:
-            data = await self._chatbase.get_conversation(item["id"])
+            data = await chatbase.get_conversation(item["id"])
         except ChatbaseError as exc:
             log.info("could not read an untitled conversation: %s", exc)
             data = {}

@@ -203,6 +203,7 @@ class ReplyRecord:
     channel: str
     thread: str | None = None
     part_ids: tuple[str, ...] = ()
+    agent: str | None = None  # the agent that wrote it (None: recorded before routing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from bridge.core.ports import (
 )
 from bridge.core.rendering.pacing import Pacer
 from bridge.core.rendering.renderer import Renderer
+from bridge.core.routing import Agents, candidates
 from bridge.core.sources import sources_block
 from bridge.core.tools import ToolRegistry
 
@@ -85,6 +86,7 @@ class _Ask:
     open: Callable[[], Any]  # the first stream (chat or retry), not yet entered
     conversation_id: str | None  # the stored conversation it continues, if any
     again: Callable[[], Awaitable[Question | None]]
+    chatbase: ChatbaseLike  # the agent that answers
 
 
 @dataclass
@@ -137,7 +139,7 @@ class RelayService:
         *,
         settings: RelaySettings,
         store: ConversationStore,
-        chatbase: ChatbaseLike,
+        agents: Agents,
         pacer: Pacer,
         clock: Clock,
         metrics: RelayMetrics,
@@ -145,7 +147,8 @@ class RelayService:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._chatbase = chatbase
+        self._agents = agents
+        self._unrouted: set[str] = set()
         self._pacer = pacer
         self._clock = clock
         self._metrics = metrics
@@ -181,6 +184,11 @@ class RelayService:
         self, message: InboundMessage, sink: ReplySink, platform: str
     ) -> None:
         started = self._clock.now()
+        chatbase = self._agents.for_place(message.place)
+        if chatbase is None:
+            self._ignore_unrouted(message.place)
+            return
+        bind(agent=chatbase.agent_id)
         text = message.text.strip()
         if not await self._admit(message, sink, platform, text):
             return
@@ -190,10 +198,11 @@ class RelayService:
         answering = False
         try:
             async with self._turn(key) as turn:
-                state = self._current_state(message, turn.state)
+                state = self._current_state(message, turn.state, chatbase.agent_id)
                 user_id = chatbase_user_id(message.place, message.author, secret=self._secret)
                 answering = True
-                await self._answer(message, sink, text, state, user_id, turn, started)
+                await self._answer(message, sink, text, state, user_id, turn, started,
+                                   chatbase)
         except asyncio.CancelledError:
             if not answering:
                 # Cut off while waiting for the previous turn: say so rather than vanish.
@@ -246,13 +255,22 @@ class RelayService:
             log.warning("answering without de-duplication or quota: %s", exc)
             return Claim(first=True)
 
+    def _ignore_unrouted(self, place: Place) -> None:
+        """No agent answers here (BRIDGE_ROUTES names none, and CHATBASE_AGENT_ID is
+        unset): the message is ignored, and the place logged once."""
+        where = candidates(place)[0]
+        if where not in self._unrouted and len(self._unrouted) < 10_000:
+            self._unrouted.add(where)
+            log.warning("no agent answers at %s (BRIDGE_ROUTES names none and "
+                        "CHATBASE_AGENT_ID is unset); its messages are ignored", where)
+
     def _current_state(
-        self, message: InboundMessage, state: ConversationState | None
+        self, message: InboundMessage, state: ConversationState | None, agent: str
     ) -> ConversationState | None:
         """The conversation to continue: none when another agent owns the stored one (a
         Chatbase conversation belongs to one agent: CHATBASE_AGENT_ID changed), or after a DM
         was idle past BRIDGE_DM_IDLE_RESET."""
-        if state is not None and state.agent not in (None, self._chatbase.agent_id):
+        if state is not None and state.agent is not None and state.agent != agent:
             log.info("the stored conversation belongs to another agent; starting a new one")
             return None
         idle = self._settings.dm_idle_reset
@@ -271,6 +289,7 @@ class RelayService:
         user_id: str,
         turn: Turn,
         started: float,
+        chatbase: ChatbaseLike,
     ) -> None:
         platform = message.place.platform.value
         gauge = self._metrics.in_flight.labels(platform)
@@ -286,12 +305,13 @@ class RelayService:
             return text, user_id
 
         ask = _Ask(
-            open=lambda: self._chatbase.chat_stream(
+            open=lambda: chatbase.chat_stream(
                 message=text, conversation_id=conversation_id,
                 user_id=None if conversation_id else user_id,
             ),
             conversation_id=conversation_id,
             again=again,
+            chatbase=chatbase,
         )
         try:
             with self._stoppable(answer_handles(message)) as running:
@@ -314,13 +334,14 @@ class RelayService:
             if stopped and result.conversation_id is None:
                 # A new conversation (first, or after the stored one could not continue).
                 result = replace(result, conversation_id=await self._newest_conversation(
-                    user_id))
+                    chatbase, user_id))
             if result.conversation_id:
-                record = self._reply_record(message, result, _reply_ids(part_ids, sink))
+                record = self._reply_record(message, result, _reply_ids(part_ids, sink),
+                                            chatbase.agent_id)
                 # A stopped answer is not the conversation's latest complete answer: it is
                 # never regenerated (its message may not even be kept by Chatbase).
                 turn.remember(result.conversation_id, None if stopped else result.message_id,
-                              record, agent=self._chatbase.agent_id)
+                              record, agent=chatbase.agent_id)
         finally:
             gauge.dec()
 
@@ -346,10 +367,11 @@ class RelayService:
                     if not listed:
                         del self._running[handle]
 
-    async def _newest_conversation(self, user_id: str) -> str | None:
+    @staticmethod
+    async def _newest_conversation(chatbase: ChatbaseLike, user_id: str) -> str | None:
         """The conversation a stopped first answer opened: Chatbase names it only when the
         stream finishes, so it is read back as the user's most recently active one."""
-        pages = self._chatbase.list_user_conversations(user_id, limit=1)
+        pages = chatbase.list_user_conversations(user_id, limit=1)
         try:
             async for item in pages:
                 found = item.get("id") if isinstance(item, dict) else None
@@ -436,7 +458,8 @@ class RelayService:
         return result, await renderer.finish(final)
 
     def _reply_record(
-        self, message: InboundMessage, result: ChatResult, part_ids: tuple[str, ...]
+        self, message: InboundMessage, result: ChatResult, part_ids: tuple[str, ...],
+        agent: str,
     ) -> ReplyRecord | None:
         if not (result.conversation_id and result.message_id and part_ids):
             return None
@@ -450,6 +473,7 @@ class RelayService:
             channel=message.place.channel,
             thread=message.conversation_thread,
             part_ids=part_ids,
+            agent=agent,
         )
 
     def _count(self, platform: str, outcome: str) -> None:
@@ -480,7 +504,7 @@ class RelayService:
                 renderer.append("\n\n")
             text, user_id = question
             progress.conversation_id = None
-            return await self._stream(renderer, progress, message=text,
+            return await self._stream(ask.chatbase, renderer, progress, message=text,
                                       conversation_id=None, user_id=user_id)
 
         try:
@@ -496,7 +520,7 @@ class RelayService:
                 break
             rounds += 1
             try:
-                result = await self._tool_round(renderer, progress, result,
+                result = await self._tool_round(ask.chatbase, renderer, progress, result,
                                                 result.conversation_id)
             except ChatbaseAPIError as exc:
                 if exc.code not in CANNOT_CONTINUE:
@@ -511,23 +535,25 @@ class RelayService:
         return result, "\n".join(notes) or None
 
     async def _tool_round(
-        self, renderer: Renderer, progress: _Progress, result: ChatResult,
-        conversation_id: str,
+        self, chatbase: ChatbaseLike, renderer: Renderer, progress: _Progress,
+        result: ChatResult, conversation_id: str,
     ) -> ChatResult:
         """Answer the client actions of ``result`` and read the answer that follows."""
         for call in result.tool_calls:
             output = await self._tools.run(call)
-            await self._chatbase.submit_tool_result(
+            await chatbase.submit_tool_result(
                 conversation_id=conversation_id, tool_call_id=call.tool_call_id, output=output,
             )
         if renderer.has_text and not renderer.text.endswith("\n"):
             renderer.append("\n\n")
         return await self._stream(
-            renderer, progress, message=None, conversation_id=conversation_id, user_id=None
+            chatbase, renderer, progress, message=None, conversation_id=conversation_id,
+            user_id=None,
         )
 
     async def _stream(
         self,
+        chatbase: ChatbaseLike,
         renderer: Renderer,
         progress: _Progress,
         *,
@@ -535,7 +561,7 @@ class RelayService:
         conversation_id: str | None,
         user_id: str | None,
     ) -> ChatResult:
-        stream = self._chatbase.chat_stream(
+        stream = chatbase.chat_stream(
             message=message, conversation_id=conversation_id, user_id=user_id
         )
         return await self._consume(stream, renderer, progress)
@@ -627,9 +653,12 @@ class RelayService:
         """Make ``conversation_id`` the conversation of ``author`` at ``place`` (a thread
         that continues a past conversation), so the next message there continues it. The
         caller has checked it is theirs (``History.resume``)."""
+        chatbase = self._agents.for_place(place)
+        if chatbase is None:
+            raise LookupError("no agent answers at this place")
         key = place_key(place, author, scope=self._settings.conversation_scope)
         async with self._turn(key) as turn:
-            turn.remember(conversation_id, None, None, agent=self._chatbase.agent_id)
+            turn.remember(conversation_id, None, None, agent=chatbase.agent_id)
 
     async def reset(self, place: Place, author: str) -> bool:
         scope = self._settings.conversation_scope
@@ -687,8 +716,13 @@ class RelayService:
             await self._send_feedback(record, press.feedback)
 
     async def _send_feedback(self, record: ReplyRecord, value: Feedback | None) -> None:
+        chatbase = self._agents.by_id(record.agent)
+        if chatbase is None:
+            log.warning("feedback ignored: the agent %s that wrote the answer is no longer "
+                        "configured", record.agent)
+            return
         try:
-            await self._chatbase.set_feedback(
+            await chatbase.set_feedback(
                 conversation_id=record.conversation_id,
                 message_id=record.assistant_message_id,
                 feedback=value,
@@ -713,7 +747,12 @@ class RelayService:
         except StoreError as exc:
             log.warning("regenerate ignored: %s", exc)
             return
-        bind(conversation=record.conversation_key)
+        chatbase = self._agents.by_id(record.agent)
+        if chatbase is None:
+            log.warning("regenerate ignored: the agent %s that wrote the answer is no longer "
+                        "configured", record.agent)
+            return
+        bind(conversation=record.conversation_key, agent=chatbase.agent_id)
         platform = record.platform.value
         async with self._turn(record.conversation_key) as turn:
             state = turn.state
@@ -726,12 +765,13 @@ class RelayService:
             progress = _Progress(conversation_id=record.conversation_id)
 
             ask = _Ask(
-                open=lambda: self._chatbase.retry_stream(
+                open=lambda: chatbase.retry_stream(
                     conversation_id=record.conversation_id,
                     message_id=record.assistant_message_id,
                 ),
                 conversation_id=record.conversation_id,
-                again=lambda: self._question_before(record),
+                again=lambda: self._question_before(chatbase, record),
+                chatbase=chatbase,
             )
 
             async def failed(exc: ChatbaseError) -> None:
@@ -757,15 +797,16 @@ class RelayService:
                 conversation_id,
                 None if stopped else new_id,
                 replace(record, conversation_id=conversation_id, assistant_message_id=new_id,
-                        part_ids=_reply_ids(part_ids, sink)),
-                agent=self._chatbase.agent_id,
+                        part_ids=_reply_ids(part_ids, sink), agent=chatbase.agent_id),
+                agent=chatbase.agent_id,
             )
 
-    async def _question_before(self, record: ReplyRecord) -> Question | None:
+    @staticmethod
+    async def _question_before(chatbase: ChatbaseLike, record: ReplyRecord) -> Question | None:
         """The question an answer replied to and its asker's userId, read back from the
         conversation (still there when it merely ended); None when Chatbase has it no more."""
         try:
-            data = await self._chatbase.get_conversation(record.conversation_id)
+            data = await chatbase.get_conversation(record.conversation_id)
         except ChatbaseError as exc:
             log.info("cannot read the question back: %s", exc)
             return None

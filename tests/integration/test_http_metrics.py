@@ -33,7 +33,8 @@ async def test_metrics_count_the_answer_and_carry_no_message_text(
             assert response.status == 200
             assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
             text = await response.text()
-    assert 'bridge_chatbase_requests_total{code="",endpoint="chat",status="200"} 1.0' in text
+    assert ('bridge_chatbase_requests_total{agent="agent-test",code="",endpoint="chat",'
+            'status="200"} 1.0') in text
     assert "bridge_answers_total{" in text
     assert "bridge_time_to_first_text_seconds_count" in text
     for content in ("zebra", "4711", "octopus", "invoice", "U0SECRETUSER"):

@@ -87,7 +87,8 @@ async def test_metrics_is_prometheus_text() -> None:
         text = await response.text()
     assert "# TYPE bridge_answers_total counter" in text
     assert 'bridge_answers_total{outcome="ok",platform="slack"} 1.0' in text
-    assert 'bridge_chatbase_requests_total{code="",endpoint="chat",status="200"} 1.0' in text
+    assert ('bridge_chatbase_requests_total{agent="agent-test",code="",endpoint="chat",'
+            'status="200"} 1.0') in text
     assert "bridge_time_to_first_text_seconds" in text
 
 
