@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 
 from bridge.app.settings import Settings, env_name
 
-__all__ = ["CONFIGURATION", "INTRO", "document", "table"]
+__all__ = ["CONFIGURATION", "INTRO", "SEVERAL_AGENTS", "document", "table"]
 
 CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -69,9 +69,56 @@ def table() -> str:
     return "\n".join(rows) + "\n"
 
 
+SEVERAL_AGENTS = """
+## Several agents
+
+One bridge can serve several Chatbase agents: `BRIDGE_ROUTES` names which agent answers
+where, and the most specific place wins. A place is a Slack team or Grid org
+(`slack:T0123`), one of its channels (`slack:T0123/C0456`) or its direct messages
+(`slack:T0123/dm`); a Discord server (`discord:8123…`), one of its channels
+(`discord:8123…/9345…`, threads follow their channel) or Discord's DMs (`discord:dm`).
+Where no route applies, `CHATBASE_AGENT_ID` answers; leave it unset and messages from
+unrouted places are ignored (each place is logged once).
+
+A Chatbase API key serves every agent of its Chatbase workspace, so routes use
+`CHATBASE_API_KEY` unless they name another variable with `api_key_env` (an agent of a
+second Chatbase workspace); the key itself never goes into the JSON, and the named variable
+must be set in the bridge's environment (Docker Compose's `env_file` and Kubernetes
+`envFrom` put it there; a plain `.env` file read by the bridge itself does not). Each key
+has its own request budget (`BRIDGE_CHATBASE_RATE_LIMIT` per
+`BRIDGE_CHATBASE_RATE_WINDOW`), shared by the replicas.
+
+A worked example: the support agent answers everywhere by default, the HR agent in Slack's
+`#people` (C0PEOPLE) and the sales agent in `#deals` (C0DEALS), and the community agent,
+from another Chatbase workspace, in one Discord server:
+
+```sh
+CHATBASE_API_KEY=sk-…               # the main Chatbase workspace
+CHATBASE_AGENT_ID=support-agent-id  # answers wherever no route applies
+COMMUNITY_CHATBASE_KEY=sk-…         # the second Chatbase workspace
+BRIDGE_ROUTES='{
+  "slack:T0TEAM/C0PEOPLE": "hr-agent-id",
+  "slack:T0TEAM/C0DEALS": "sales-agent-id",
+  "discord:812345678901234567": {"agent": "community-agent-id",
+                                 "api_key_env": "COMMUNITY_CHATBASE_KEY"}
+}'
+```
+
+Everything follows the agent that answered: a conversation stays with its agent, 👍/👎
+and 🔄 on an answer go to the agent that wrote it, and a place that is re-routed starts
+new conversations with its new agent. `chatbase-bridge check` prints one line per agent
+(`chatbase` for the first, `chatbase:<agent>` for the others), `chatbase-bridge ask --agent
+<id>` asks any of them, the `bridge_chatbase_requests_total` metric carries an `agent`
+label, and log lines of an answer carry `agent`. The Home tab and `/history` list the
+conversations with the agent that answers the person's DMs (Slack) or the channel where
+`/history` is used (Discord).
+"""
+
+
 def document() -> str:
-    """The whole of docs/configuration.md: the introduction, then the table."""
-    return INTRO + table()
+    """The whole of docs/configuration.md: the introduction, the table, then how several
+    agents are routed."""
+    return INTRO + table() + SEVERAL_AGENTS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

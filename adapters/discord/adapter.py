@@ -592,6 +592,9 @@ class DiscordAdapter:
             place.workspace or None, place.thread or place.channel, place.channel
         ):
             return "The assistant does not answer in this channel."
+        if not self._relay.answers_at(place):
+            # BRIDGE_ROUTES names no agent here and there is no CHATBASE_AGENT_ID.
+            return "No agent answers in this channel."
         return None
 
     async def _on_reset(self, interaction: discord.Interaction[Any]) -> None:

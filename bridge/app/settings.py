@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         "`slack:<team>/<channel>`, `slack:<team>/dm`, `discord:<guild>`, "
         "`discord:<guild>/<channel>`, `discord:dm`) to an agent id or "
         "`{\"agent\": …, \"api_key_env\": \"<VARIABLE>\"}`; the most specific place wins "
-        "(docs/configuration.md, Several agents).",
+        "(see Several agents below).",
     )
     chatbase_api_base: str = Field(
         "https://www.chatbase.co/api/v2", validation_alias=_env("CHATBASE_API_BASE"),

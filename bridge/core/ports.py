@@ -121,6 +121,10 @@ class Relay(Protocol):
         ``conversation_id``, checked to be theirs (``bridge.core.history.History.resume``)."""
         ...
 
+    def answers_at(self, place: Place) -> bool:
+        """Whether an agent answers at ``place`` (BRIDGE_ROUTES, CHATBASE_AGENT_ID)."""
+        ...
+
     async def stop(self, handle: str) -> bool:
         """Stop the answer(s) running under ``handle`` (``bridge.core.identity.thread_handle``
         or ``event_handle``), on this replica and the others; True when one was running

@@ -649,6 +649,9 @@ class RelayService:
             log.warning("cannot tell whether a thread is a conversation: %s", exc)
         return False
 
+    def answers_at(self, place: Place) -> bool:
+        return self._agents.for_place(place) is not None
+
     async def adopt(self, place: Place, author: str, conversation_id: str) -> None:
         """Make ``conversation_id`` the conversation of ``author`` at ``place`` (a thread
         that continues a past conversation), so the next message there continues it. The

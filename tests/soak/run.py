@@ -242,6 +242,15 @@ class Tracking:
     async def reset(self, place: Place, author: str) -> bool:
         return await self._inner.reset(place, author)
 
+    async def adopt(self, place: Place, author: str, conversation_id: str) -> None:
+        await self._inner.adopt(place, author, conversation_id)
+
+    def answers_at(self, place: Place) -> bool:
+        return self._inner.answers_at(place)
+
+    async def stop(self, handle: str) -> bool:
+        return await self._inner.stop(handle)
+
 
 @dataclass
 class Board:

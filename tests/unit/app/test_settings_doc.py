@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.app.settings import Settings, env_name
-from tools.settings_doc import CONFIGURATION, INTRO, document, table
+from tools.settings_doc import CONFIGURATION, INTRO, SEVERAL_AGENTS, document, table
 
 
 def test_every_setting_has_one_row_with_a_meaning() -> None:
@@ -45,7 +45,7 @@ def test_write_replaces_the_whole_page(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     text = page.read_text(encoding="utf-8")
-    assert text == document() == INTRO + table()
+    assert text == document() == INTRO + table() + SEVERAL_AGENTS
     assert text.startswith("# Configuration\n")
     assert "old table" not in text
 
