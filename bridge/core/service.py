@@ -314,13 +314,8 @@ class RelayService:
             chatbase=chatbase,
         )
         try:
-            with self._stoppable(answer_handles(message)) as running:
-                async with renderer:
-                    played = await self._play(
-                        renderer, platform,
-                        lambda: self._converse(renderer, turn, ask, progress), failed,
-                        progress=progress, running=running,
-                    )
+            played = await self._play(renderer, platform, turn, ask, progress, failed,
+                                      handles=answer_handles(message))
             if played is None:
                 return
             result, part_ids = played
@@ -405,20 +400,36 @@ class RelayService:
         self,
         renderer: Renderer,
         platform: str,
-        converse: Callable[[], Awaitable[tuple[ChatResult, str | None]]],
+        turn: Turn,
+        ask: _Ask,
+        progress: _Progress,
         failed: Callable[[ChatbaseError], Awaitable[None]],
         *,
-        progress: _Progress,
-        running: _Running | None,
+        handles: tuple[str, ...],
     ) -> tuple[ChatResult, tuple[str, ...]] | None:
         """The one turn loop of answers and regenerations: stream the answer into
-        ``renderer`` and write its final text, with the note ``converse`` may add and the
-        sources. A Chatbase error goes to ``failed`` (None is returned); a stop request
-        ends it with the text shown so far; shutdown or a fault of the bridge marks what
-        was shown as cut off."""
+        ``renderer`` (stoppable under ``handles`` while it streams) and write its final text,
+        with the note ``_converse`` may add and the sources. A Chatbase error goes to
+        ``failed`` (None is returned); a stop request ends it with the text shown so far;
+        shutdown or a fault of the bridge marks what was shown as cut off."""
+        with self._stoppable(handles) as running:
+            async with renderer:
+                return await self._write(renderer, platform, turn, ask, progress, failed,
+                                         running)
+
+    async def _write(
+        self,
+        renderer: Renderer,
+        platform: str,
+        turn: Turn,
+        ask: _Ask,
+        progress: _Progress,
+        failed: Callable[[ChatbaseError], Awaitable[None]],
+        running: _Running | None,
+    ) -> tuple[ChatResult, tuple[str, ...]] | None:
         try:
             try:
-                result, note = await converse()
+                result, note = await self._converse(renderer, turn, ask, progress)
             finally:
                 if running is not None:
                     running.armed = False
@@ -782,13 +793,8 @@ class RelayService:
 
             handles = (thread_handle(record.platform, record.channel, record.thread),) \
                 if record.thread is not None else ()
-            with self._stoppable(handles) as running:
-                async with renderer:
-                    played = await self._play(
-                        renderer, platform,
-                        lambda: self._converse(renderer, turn, ask, progress), failed,
-                        progress=progress, running=running,
-                    )
+            played = await self._play(renderer, platform, turn, ask, progress, failed,
+                                      handles=handles)
             if played is None:
                 return
             result, part_ids = played
