@@ -55,7 +55,7 @@ def closed_port() -> Iterator[int]:
 
 async def test_chatbase_ok_makes_one_authorised_call(session: aiohttp.ClientSession) -> None:
     async with FakeChatbase() as fake:
-        result = await check_chatbase(settings(
+        [result] = await check_chatbase(settings(
             CHATBASE_API_KEY=fake.api_key, CHATBASE_AGENT_ID=fake.agent_id,
             CHATBASE_API_BASE=fake.base_url), session)
         assert result.status is Status.OK, result
@@ -65,10 +65,10 @@ async def test_chatbase_ok_makes_one_authorised_call(session: aiohttp.ClientSess
 
 async def test_chatbase_refused_key_and_unknown_agent(session: aiohttp.ClientSession) -> None:
     async with FakeChatbase() as fake:
-        refused = await check_chatbase(settings(
+        [refused] = await check_chatbase(settings(
             CHATBASE_API_KEY="sk-wrong", CHATBASE_AGENT_ID=fake.agent_id,
             CHATBASE_API_BASE=fake.base_url), session)
-        unknown = await check_chatbase(settings(
+        [unknown] = await check_chatbase(settings(
             CHATBASE_API_KEY=fake.api_key, CHATBASE_AGENT_ID="someone-else",
             CHATBASE_API_BASE=fake.base_url), session)
     assert refused.status is Status.FAIL and refused.config
@@ -80,7 +80,7 @@ async def test_chatbase_refused_key_and_unknown_agent(session: aiohttp.ClientSes
 async def test_chatbase_unreachable_names_the_base_url(
     session: aiohttp.ClientSession, closed_port: int
 ) -> None:
-    result = await check_chatbase(settings(
+    [result] = await check_chatbase(settings(
         CHATBASE_API_KEY="k", CHATBASE_AGENT_ID="a",
         CHATBASE_API_BASE=f"http://127.0.0.1:{closed_port}"), session)
     assert result.status is Status.FAIL and not result.config
@@ -90,7 +90,7 @@ async def test_chatbase_unreachable_names_the_base_url(
 async def test_chatbase_missing_settings_are_a_config_failure(
     session: aiohttp.ClientSession,
 ) -> None:
-    result = await check_chatbase(settings(CHATBASE_API_KEY="k"), session)
+    [result] = await check_chatbase(settings(CHATBASE_API_KEY="k"), session)
     assert result.status is Status.FAIL and result.config
     assert "CHATBASE_AGENT_ID" in result.detail and "CHATBASE_API_KEY" not in result.detail
 

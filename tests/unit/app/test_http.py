@@ -78,7 +78,7 @@ async def test_readyz_is_503_when_a_check_hangs(monkeypatch: pytest.MonkeyPatch)
 
 async def test_metrics_is_prometheus_text() -> None:
     metrics = Metrics()
-    metrics.chatbase_request("chat", 200, None)
+    metrics.chatbase_request("chat", 200, None, agent="agent-test")
     metrics.answers.labels(platform="slack", outcome="ok").inc()
     async with served(checks(), metrics) as client:
         response = await client.get("/metrics")
