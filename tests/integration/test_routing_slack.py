@@ -111,7 +111,7 @@ async def test_two_channels_reach_two_agents_and_threads_stay_with_theirs(
         assert stack.slack.thread_texts(ROUTED, TS_ROUTED) == ["Echo: routed question"]
         assert stack.slack.thread_texts(OTHER, TS_OTHER) == ["Echo: default question"]
         owners = {c.id: c.agent_id for c in fake.conversations.values()}
-        assert sorted(owners.values()) == [AGENT_B, DEFAULT]
+        assert len(owners) == 2 and set(owners.values()) == {AGENT_B, DEFAULT}
         by_agent = {agent: cid for cid, agent in owners.items()}
 
         # Follow-ups in each thread continue their own agent's conversation.
