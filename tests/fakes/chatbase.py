@@ -29,8 +29,11 @@ after the last frame. Conversations: ``conversations``, ``seed_conversation``,
 continuation after a tool result gets it), ``forget_conversation`` (then 404
 RESOURCE_NOT_FOUND, as for one deleted or expired). Agents: ``add_agent`` makes the fake serve
 a second agent id; a conversation belongs to the agent it was made with, and another agent
-asking for it gets 404 RESOURCE_NOT_FOUND. Records: ``requests`` (every
-one, with ``request_id``), ``chat_calls``, ``retry_calls``, ``calls(endpoint)``,
+asking for it gets 404 RESOURCE_NOT_FOUND; an agent lists only its own.
+``add_agent(agent_id, api_key=...)`` gives the agent its own key (Chatbase keys belong to a
+workspace): its requests must carry that key, any other gets 401 AUTH_INVALID_API_KEY.
+Records: ``requests`` (every one, with ``request_id``, the ``agent_id`` its path named and
+the ``api_key`` it carried), ``chat_calls``, ``retry_calls``, ``calls(endpoint, agent=...)``,
 ``feedback_calls`` and ``tool_results`` (accepted ones), ``stalls``, ``streams_started`` /
 ``streams_finished`` / ``streams_aborted``. Pacing: a
 ``Gate`` lets the test release deltas one by one; ``first_token_delay`` / ``delta_delay``
@@ -255,6 +258,8 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: Any  # parsed JSON, or the raw text when it is not JSON, None when empty
     request_id: str
+    agent_id: str | None = None  # the agent the path addressed (/agents/{id}/...), if any
+    api_key: str | None = None  # the bearer key it carried, if any
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,8 @@ class FakeChatbase:
         secrets.register(api_key)
         self.agent_id = agent_id
         self.agent_ids: set[str] = {agent_id}
+        # The key each agent's requests must carry (its workspace's).
+        self.agent_keys: dict[str, str] = {agent_id: api_key}
         # After the next accepted tool result its conversation ends (the continuation gets
         # CHAT_CONVERSATION_NOT_ONGOING), as when a human takes it over meanwhile.
         self.end_after_tool_result = False
@@ -458,10 +465,13 @@ class FakeChatbase:
         request naming it gets 404 RESOURCE_NOT_FOUND."""
         del self.conversations[conversation_id]
 
-    def add_agent(self, agent_id: str) -> None:
-        """Serve another agent id with the same API key; conversations stay with the agent
-        that made them."""
+    def add_agent(self, agent_id: str, *, api_key: str | None = None) -> None:
+        """Serve another agent id, with its own API key (default: the fake's ``api_key``);
+        conversations stay with the agent that made them."""
+        key = api_key if api_key is not None else self.api_key
+        secrets.register(key)
         self.agent_ids.add(agent_id)
+        self.agent_keys[agent_id] = key
 
     def seed_conversation(
         self,
@@ -490,8 +500,10 @@ class FakeChatbase:
 
     # ------------------------------------------------------------------ observing
 
-    def calls(self, endpoint: str) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.endpoint == endpoint]
+    def calls(self, endpoint: str, *, agent: str | None = None) -> list[RecordedRequest]:
+        """The requests to ``endpoint`` (for ``agent`` only, when given)."""
+        return [r for r in self.requests
+                if r.endpoint == endpoint and (agent is None or r.agent_id == agent)]
 
     @property
     def chat_calls(self) -> list[RecordedRequest]:
@@ -563,10 +575,12 @@ class FakeChatbase:
                 body = raw.decode("utf-8", errors="replace")
         request[_JSON] = body
         request[_RAW] = raw
+        auth = request.headers.get("Authorization", "")
         self.requests.append(RecordedRequest(
             endpoint=endpoint, method=request.method, path=request.path,
             query=dict(request.query), headers=dict(request.headers), body=body,
-            request_id=request_id,
+            request_id=request_id, agent_id=request.match_info.get("agent_id"),
+            api_key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
         ))
         self._signal.pulse()
         response = await self._answer(request, handler, endpoint)
@@ -585,9 +599,14 @@ class FakeChatbase:
             if not auth:
                 return self._error(request, 401, "AUTH_MISSING_API_KEY",
                                    "Authentication required")
-            if auth != f"Bearer {self.api_key}":
+            agent = request.match_info.get("agent_id")
+            keys = {f"Bearer {key}" for key in self.agent_keys.values()}
+            if auth not in keys or (
+                agent in self.agent_keys and auth != f"Bearer {self.agent_keys[agent]}"
+            ):
+                # An unknown key, or another workspace's key for this agent.
                 return self._error(request, 401, "AUTH_INVALID_API_KEY", "Invalid API key")
-            if request.match_info.get("agent_id") not in self.agent_ids:
+            if agent not in self.agent_ids:
                 return self._error(request, 404, "AGENT_NOT_FOUND", "Agent not found")
         fault = self._take_fault(endpoint)
         if fault is not None:
@@ -739,7 +758,7 @@ class FakeChatbase:
         if not _USER_ID.fullmatch(user_id) or len(user_id) > 128:
             raise _Reject(400, "VALIDATION_INVALID_BODY", "Invalid request", {"userId": "Invalid"})
         found = sorted(
-            (c for c in self.conversations.values() if c.user_id == user_id),
+            (c for c in self._agent_conversations(request) if c.user_id == user_id),
             key=lambda c: (c.updated_at, c.seq), reverse=True,
         )
         return self._conversation_page(request, found)
@@ -751,12 +770,17 @@ class FakeChatbase:
             raise _Reject(400, "VALIDATION_INVALID_DATE_RANGE",
                           "startDate must not be after endDate")
         found = sorted(
-            (c for c in self.conversations.values()
+            (c for c in self._agent_conversations(request)
              if (start is None or c.created_at >= start)
              and (end is None or c.created_at <= end)),
             key=lambda c: (c.created_at, c.seq), reverse=True,
         )
         return self._conversation_page(request, found)
+
+    def _agent_conversations(self, request: web.Request) -> list[FakeConversation]:
+        """The conversations of the agent the path names (each agent lists only its own)."""
+        agent = request.match_info["agent_id"]
+        return [c for c in self.conversations.values() if (c.agent_id or self.agent_id) == agent]
 
     def _conversation_page(self, request: web.Request,
                            found: list[FakeConversation]) -> web.StreamResponse:
