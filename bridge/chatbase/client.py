@@ -177,28 +177,17 @@ class ChatbaseClient:
         self, user_id: str, *, limit: int = 100
     ) -> AsyncIterator[dict[str, Any]]:
         """The conversations of one userId, most recently active first."""
-        check_user_id(user_id)
-        path = f"{self._agent_path}/users/{quote(user_id, safe='')}/conversations"
-        return self._pages("list_user_conversations", path, limit, {})
+        return self._pages("list_user_conversations", self._user_path(user_id), limit, {})
 
     async def user_conversations_page(
         self, user_id: str, *, cursor: str | None = None, limit: int = 5
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a userId's conversations, most recently active first, and the cursor
         of the next page (None on the last)."""
-        check_user_id(user_id)
-        path = f"{self._agent_path}/users/{quote(user_id, safe='')}/conversations"
         params = {"limit": str(max(1, min(_PAGE_MAX, limit)))}
         if cursor:
             params["cursor"] = cursor
-        body, _ = await self._call("list_user_conversations", "GET", path, params=params,
-                                   kind=RequestKind.IDEMPOTENT)
-        data = body.get("data")
-        items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
-        pagination = body.get("pagination")
-        following = pagination.get("cursor") if isinstance(pagination, dict) else None
-        more = isinstance(pagination, dict) and bool(pagination.get("hasMore"))
-        return items, following if more and isinstance(following, str) and following else None
+        return await self._page("list_user_conversations", self._user_path(user_id), params)
 
     def list_conversations(
         self, *, limit: int = 100, start_date: str | None = None, end_date: str | None = None
@@ -228,6 +217,9 @@ class ChatbaseClient:
 
         return ChatStream(opener=opener, endpoint=endpoint, idle_timeout=self._idle_timeout)
 
+    def _user_path(self, user_id: str) -> str:
+        return f"{self._agent_path}/users/{quote(check_user_id(user_id), safe='')}/conversations"
+
     def _conversation_path(self, conversation_id: str) -> str:
         return f"{self._agent_path}/conversations/{quote(conversation_id, safe='')}"
 
@@ -250,19 +242,28 @@ class ChatbaseClient:
     ) -> AsyncIterator[dict[str, Any]]:
         params: dict[str, str] = {"limit": str(max(1, min(_PAGE_MAX, limit))), **extra}
         while True:
-            body, _ = await self._call(endpoint, "GET", path, params=params,
-                                       kind=RequestKind.IDEMPOTENT)
-            data = body.get("data")
-            for item in data if isinstance(data, list) else ():
-                if isinstance(item, dict):
-                    yield item
-            pagination = body.get("pagination")
-            if not isinstance(pagination, dict):
-                return
-            cursor = pagination.get("cursor")
-            if not pagination.get("hasMore") or not isinstance(cursor, str) or not cursor:
+            items, cursor = await self._page(endpoint, path, params)
+            for item in items:
+                yield item
+            if cursor is None:
                 return
             params = {**params, "cursor": cursor}
+
+    async def _page(
+        self, endpoint: str, path: str, params: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list and the cursor of the next (None on the last)."""
+        body, _ = await self._call(endpoint, "GET", path, params=params,
+                                   kind=RequestKind.IDEMPOTENT)
+        data = body.get("data")
+        items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
+        pagination = body.get("pagination")
+        if not isinstance(pagination, dict):
+            return items, None
+        cursor = pagination.get("cursor")
+        if not pagination.get("hasMore") or not isinstance(cursor, str) or not cursor:
+            return items, None
+        return items, cursor
 
     async def _call(
         self,

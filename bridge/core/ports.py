@@ -18,7 +18,7 @@ and ``PlatformError`` for anything else; it never retries on its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -315,10 +315,6 @@ class ChatbaseLike(Protocol):
     ) -> None: ...
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
-
-    def list_user_conversations(
-        self, user_id: str, *, limit: int = 100
-    ) -> AsyncIterator[dict[str, Any]]: ...
 
     async def user_conversations_page(
         self, user_id: str, *, cursor: str | None = None, limit: int = 5

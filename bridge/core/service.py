@@ -366,17 +366,14 @@ class RelayService:
     async def _newest_conversation(chatbase: ChatbaseLike, user_id: str) -> str | None:
         """The conversation a stopped first answer opened: Chatbase names it only when the
         stream finishes, so it is read back as the user's most recently active one."""
-        pages = chatbase.list_user_conversations(user_id, limit=1)
         try:
-            async for item in pages:
-                found = item.get("id") if isinstance(item, dict) else None
-                return found if isinstance(found, str) and found else None
+            items, _ = await chatbase.user_conversations_page(user_id, limit=1)
         except ChatbaseError as exc:
             log.warning("a stopped answer's conversation could not be read back, so the "
                         "next message starts a new one: %s", exc)
-        finally:
-            await _close(pages)
-        return None
+            return None
+        found = items[0].get("id") if items else None
+        return found if isinstance(found, str) and found else None
 
     async def stop(self, handle: str) -> bool:
         stopped = self.stop_here(handle)
@@ -887,9 +884,3 @@ def _reply_ids(part_ids: tuple[str, ...], sink: ReplySink) -> tuple[str, ...]:
         return every
     return part_ids
 
-
-async def _close(pages: Any) -> None:
-    """Close an async generator of pages left before its end (frees its connection)."""
-    close = getattr(pages, "aclose", None)
-    if close is not None:
-        await close()
