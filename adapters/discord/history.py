@@ -27,8 +27,9 @@ from discord import app_commands
 
 from adapters.common import SOMETHING_WENT_WRONG, EventTasks
 from bridge.app.metrics import Metrics
-from bridge.core.history import History, HistoryPage, PastConversation, ago, shorten
+from bridge.core.history import History, HistoryPage, PastConversation, ago
 from bridge.core.models import Place, Platform
+from bridge.core.split import one_line
 
 from .replies import defer, edit_response, follow_up_ephemeral, reply_ephemeral
 from .sink import ARCHIVE_AFTER_MINUTES, NO_MENTIONS
@@ -133,7 +134,7 @@ def page_view(ids: PressIds, owner: str, page: HistoryPage, *, first: bool,
     ongoing = [past for past in page.conversations if past.ongoing]
     for n, past in enumerate(ongoing):
         view.add_item(discord.ui.Button(
-            label=shorten(f"Continue here: {past.title}", LABEL_LIMIT),
+            label=one_line(f"Continue here: {past.title}", LABEL_LIMIT),
             style=discord.ButtonStyle.primary,
             custom_id=ids.custom_id(Action.CONTINUE, owner, past.id), row=n // ROW_SIZE))
     nav_row = -(-len(ongoing) // ROW_SIZE)

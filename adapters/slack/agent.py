@@ -9,11 +9,11 @@ instead, without a session call on every message.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from bridge.core.errors import PlatformError, PlatformRateLimited
+from bridge.core.split import one_line
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ _NOT_A_VERDICT = frozenset({
     "channel_not_found", "thread_not_found", "invalid_thread_ts", "message_not_found",
     "is_archived", "not_in_channel", "invalid_arguments", "user_not_in_channel",
 })
-_SPACE = re.compile(r"\s+")
 
 
 class _Api(Protocol):
@@ -47,10 +46,7 @@ def session_title(question: str | None) -> str | None:
     """The session's title: the question on one line, at most ``TITLE_MAX`` characters."""
     if question is None:
         return None
-    line = _SPACE.sub(" ", question).strip()
-    if len(line) > TITLE_MAX:
-        line = line[: TITLE_MAX - 1].rstrip() + "…"
-    return line or None
+    return one_line(question, TITLE_MAX) or None
 
 
 def _code(exc: PlatformError) -> str | None:

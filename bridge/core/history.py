@@ -28,6 +28,7 @@ from bridge.core.identity import chatbase_user_id
 from bridge.core.models import Place
 from bridge.core.ports import ChatbaseLike
 from bridge.core.routing import Agents
+from bridge.core.split import one_line
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,17 @@ class Resumption:
         (a platform where a reply needs a mention, or a DM, says so)."""
         lines = [f"**Continuing: {self.title}**"]
         if self.question:
-            lines.append("> " + shorten(self.question, EXCERPT_CHARS).replace("\n", "\n> "))
+            lines.append("> " + _excerpt(self.question).replace("\n", "\n> "))
         if self.answer:
-            lines.append(shorten(self.answer, EXCERPT_CHARS))
+            lines.append(_excerpt(self.answer))
         lines.append(f"_{hint}_")
         return "\n\n".join(lines)
 
 
-def shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split()) if limit <= TITLE_CHARS else text.strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def _excerpt(text: str) -> str:
+    """A message of the last exchange, its lines kept, cut to ``EXCERPT_CHARS``."""
+    text = text.strip()
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1].rstrip() + "…"
 
 
 def ago(then: float | None, now: float) -> str:
@@ -236,7 +238,7 @@ class History:
         status = item.get("status")
         return PastConversation(
             id=str(item.get("id")),
-            title=shorten(title, TITLE_CHARS),
+            title=one_line(title, TITLE_CHARS),
             updated_at=_number(item.get("updatedAt")),
             status=status if isinstance(status, str) and status else "ongoing",
         )

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
 from bridge.core.models import Source
+from bridge.core.split import one_line
 
 HEADING = "**Sources**"
 # A long list helps nobody and costs a message part; the rest are counted, not listed.
@@ -22,7 +23,6 @@ MAX_LABEL = 120
 MAX_URL = 1_000
 
 _MARKDOWN = re.compile(r"([\\`*_~\[\]()<>#|])")
-_SPACE = re.compile(r"\s+")
 # What may stay as it is in a link target; everything else (spaces, parentheses, angle
 # brackets, quotes) is percent-encoded so the Markdown link cannot end early.
 _URL_SAFE = ":/?#@!$&'*+,;=%~-._"
@@ -41,9 +41,7 @@ def _url(raw: str | None) -> str | None:
 
 
 def _label(text: str) -> str:
-    text = _SPACE.sub(" ", text).strip()
-    if len(text) > MAX_LABEL:
-        text = text[: MAX_LABEL - 1].rstrip() + "…"
+    text = one_line(text, MAX_LABEL)
     # A zero-width space after "@" keeps "@everyone", "@here" and user names from ever
     # reading as a mention, whatever the platform's own mention settings.
     return _MARKDOWN.sub(r"\\\1", text).replace("@", "@\u200b")

@@ -171,3 +171,10 @@ def _choose_break(
 
 def join_bodies(parts: list[Part]) -> str:
     return "".join(part.body for part in parts)
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut to at most ``limit``
+    characters with "…" (titles, labels)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
