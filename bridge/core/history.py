@@ -50,9 +50,9 @@ NO_AGENT = "No agent answers here, so there are no conversations to show."
 
 
 class HistoryCache(Protocol):
-    async def cached_history(self, user_id: str) -> str | None: ...
+    async def cached_history(self, key: str) -> str | None: ...
 
-    async def cache_history(self, user_id: str, page: str, ttl: float) -> None: ...
+    async def cache_history(self, key: str, page: str, ttl: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +243,10 @@ class History:
             status=status if isinstance(status, str) and status else "ongoing",
         )
 
-    async def _cached(self, user_id: str) -> HistoryPage | None:
+    async def _cached(self, key: str) -> HistoryPage | None:
+        """The first page kept under ``key`` (agent and userId), if still there."""
         try:
-            raw = await self._cache.cached_history(user_id)
+            raw = await self._cache.cached_history(key)
             if raw is None:
                 return None
             data = json.loads(raw)
@@ -257,11 +258,11 @@ class History:
             log.info("history cache unusable, reading Chatbase: %s", type(exc).__name__)
             return None
 
-    async def _keep(self, user_id: str, page: HistoryPage) -> None:
+    async def _keep(self, key: str, page: HistoryPage) -> None:
         raw = json.dumps({"conversations": [asdict(c) for c in page.conversations],
                           "cursor": page.cursor})
         try:
-            await self._cache.cache_history(user_id, raw, CACHE_SECONDS)
+            await self._cache.cache_history(key, raw, CACHE_SECONDS)
         except StoreError as exc:
             log.info("could not cache a history page: %s", exc)
 

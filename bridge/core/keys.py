@@ -98,6 +98,7 @@ class Keys:
         """The pub/sub channel on which replicas tell each other to stop an answer."""
         return f"{self.prefix}stops"
 
-    def history(self, user_id: str) -> str:
-        """A user's first page of past conversations, cached for a short time."""
-        return f"{self.prefix}hist:{escape(user_id)}"
+    def history(self, key: str) -> str:
+        """A person's first page of past conversations with one agent (``key``: agent and
+        userId), cached for a short time."""
+        return f"{self.prefix}hist:{escape(key)}"

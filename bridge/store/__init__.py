@@ -119,11 +119,11 @@ class Store:
         with self.link.trip():
             await self.link.client.ping()
 
-    async def cached_history(self, user_id: str) -> str | None:
-        return await self._records.cached_history(user_id)
+    async def cached_history(self, key: str) -> str | None:
+        return await self._records.cached_history(key)
 
-    async def cache_history(self, user_id: str, page: str, ttl: float) -> None:
-        await self._records.cache_history(user_id, page, ttl)
+    async def cache_history(self, key: str, page: str, ttl: float) -> None:
+        await self._records.cache_history(key, page, ttl)
 
     async def announce_stop(self, handle: str) -> None:
         """Ask every replica to stop the answer running under ``handle``."""

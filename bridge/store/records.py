@@ -94,14 +94,14 @@ class Records:
         with self._link.trip():
             return bool(await self._link.client.delete(self._keys.conversation(key)))
 
-    async def cached_history(self, user_id: str) -> str | None:
+    async def cached_history(self, key: str) -> str | None:
         with self._link.trip():
-            raw = await self._link.client.get(self._keys.history(user_id))
+            raw = await self._link.client.get(self._keys.history(key))
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def cache_history(self, user_id: str, page: str, ttl: float) -> None:
+    async def cache_history(self, key: str, page: str, ttl: float) -> None:
         with self._link.trip():
-            await self._link.client.set(self._keys.history(user_id), page,
+            await self._link.client.set(self._keys.history(key), page,
                                         px=max(1, int(ttl * 1000)))
 
     async def find_reply(
