@@ -296,7 +296,6 @@ class RelayService:
         gauge.inc()
         renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock)
         conversation_id = state.conversation_id if state else None
-        progress = _Progress(conversation_id=conversation_id)
 
         async def failed(exc: ChatbaseError) -> None:
             self._count(platform, await self._fail(renderer, exc))
@@ -314,7 +313,7 @@ class RelayService:
             chatbase=chatbase,
         )
         try:
-            played = await self._play(renderer, platform, turn, ask, progress, failed,
+            played = await self._play(renderer, platform, turn, ask, failed,
                                       handles=answer_handles(message))
             if played is None:
                 return
@@ -399,7 +398,6 @@ class RelayService:
         platform: str,
         turn: Turn,
         ask: _Ask,
-        progress: _Progress,
         failed: Callable[[ChatbaseError], Awaitable[None]],
         *,
         handles: tuple[str, ...],
@@ -409,6 +407,7 @@ class RelayService:
         with the note ``_converse`` may add and the sources. A Chatbase error goes to
         ``failed`` (None is returned); a stop request ends it with the text shown so far;
         shutdown or a fault of the bridge marks what was shown as cut off."""
+        progress = _Progress(conversation_id=ask.conversation_id)
         with self._stoppable(handles) as running:
             async with renderer:
                 return await self._write(renderer, platform, turn, ask, progress, failed,
@@ -773,7 +772,6 @@ class RelayService:
             sink = open_sink(record)
             renderer = Renderer(sink=sink, pacer=self._pacer, clock=self._clock,
                                 existing=record.part_ids)
-            progress = _Progress(conversation_id=record.conversation_id)
 
             ask = _Ask(
                 open=lambda: chatbase.retry_stream(
@@ -790,7 +788,7 @@ class RelayService:
 
             handles = (thread_handle(record.platform, record.channel, record.thread),) \
                 if record.thread is not None else ()
-            played = await self._play(renderer, platform, turn, ask, progress, failed,
+            played = await self._play(renderer, platform, turn, ask, failed,
                                       handles=handles)
             if played is None:
                 return
