@@ -581,10 +581,6 @@ def messages_tab_opened(body: Any, scope: Scope) -> str | None:
     if event is None or not isinstance(body, Mapping) or event.get("tab") != "messages":
         return None
     channel = _id(event, "channel")
-    where = _workspace(body, event)
-    if channel is None or where is None or _id(event, "user") is None:
-        return None
-    workspace, enterprise = where
-    if not scope.allows(workspace=workspace, enterprise=enterprise, channel=channel, is_dm=True):
+    if channel is None or _viewer(_id(event, "user"), _workspace(body, event), scope) is None:
         return None
     return channel
