@@ -91,6 +91,9 @@ class SseDecoder:
             raise self._error
 
     def _feed(self, chunk: bytes, out: list[SseItem]) -> None:
+        if not self._buf and self._started and not self._skip_lf and b"\r" not in chunk:
+            self._feed_lf(chunk, out)
+            return
         if self._skip_lf:
             # The previous chunk ended in CR; an LF here belongs to the same CRLF.
             self._skip_lf = False
@@ -114,6 +117,29 @@ class SseDecoder:
         self._scan = len(buf)
         if len(buf) > MAX_LINE_BYTES:
             raise StreamMalformed(f"stream line longer than {MAX_LINE_BYTES} bytes")
+
+    def _feed_lf(self, chunk: bytes, out: list[SseItem]) -> None:
+        """``_feed`` for the usual chunk: nothing left over from the last one, and only LF
+        line ends (so no CR to pair across chunks). Same items, one split per chunk instead
+        of a search per line; ``data:`` lines, all but a few, are handled inline."""
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        data = self._data
+        for raw in lines:
+            if raw.startswith(b"data:"):
+                value = raw[6:] if raw[5:6] == b" " else raw[5:]
+                data.append(value.decode("utf-8", errors="replace"))
+            elif raw:
+                self._line(raw, out)
+                data = self._data  # a bare JSON line dispatches, which starts a new list
+            elif data:
+                self._dispatch(out)
+                data = self._data
+        if rest:
+            self._buf += rest
+            self._scan = len(self._buf)
+            if len(self._buf) > MAX_LINE_BYTES:
+                raise StreamMalformed(f"stream line longer than {MAX_LINE_BYTES} bytes")
 
     def close(self) -> list[SseItem]:
         """End of input: dispatch an event whose lines were complete but had no blank line

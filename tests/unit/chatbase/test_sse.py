@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.chatbase import sse
@@ -533,3 +534,44 @@ def test_source_and_file_chunks_become_sources() -> None:
     assert tuple(found) == expected
     assert parser.result().sources == expected
     assert parser.result().text == "See the docs."
+
+
+# Lines of every kind the decoder tells apart; a stream is some of them, each ended by the
+# same line end. LF-only chunks take the decoder's fast path, CR and CRLF the general one.
+_LINES = st.sampled_from([
+    b'data: {"type":"text-delta","delta":"a"}', b'data:{"type":"text-delta","delta":"b"}',
+    b'data: {"type":"text-delta",', b'data: "delta":"c"}', b"data: [DONE]", b"data: [DONE] ",
+    b"data", b"data: ", b"data:  two spaces", b"event: text-delta", b"id: 7", b"retry: 10",
+    b": keep-alive", b"", b"", b'{"type":"text-delta","delta":"bare"}', b"[DONE]",
+    b'data: {"type":"text-delta","delta":"\xff\xfe"}', b"data: not json", b"dat: x",
+    b"\xef\xbb\xbfdata: {}",
+])
+
+
+def _decode(data: bytes, cuts: list[int]) -> tuple[list[Any], str | None]:
+    decoder = SseDecoder()
+    items: list[Any] = []
+    # Cut after the first line too: the fast path starts once the first line is read.
+    first = data.find(b"\n") + 1
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, first, len(data)})
+    try:
+        for start, end in itertools.pairwise(bounds):
+            items += decoder.feed(data[start:end])
+        items += decoder.close()
+    except StreamMalformed:
+        return items, "malformed"
+    return items, None
+
+
+@settings(deadline=None, max_examples=400)
+@example(lines=[b": hi", b'data: {"type":"text-delta","delta":"a"}',
+                b'{"type":"text-delta","delta":"bare"}', b'data: {"type":"text-delta","delta":"b"}',
+                b""], cuts=[], eol=b"\r\n")
+@given(lines=st.lists(_LINES, max_size=14), cuts=st.lists(st.integers(0, 2000), max_size=8),
+       eol=st.sampled_from([b"\r\n", b"\r"]))
+def test_lf_fast_path_decodes_as_the_general_path(
+    lines: list[bytes], cuts: list[int], eol: bytes
+) -> None:
+    lf = b"".join(line + b"\n" for line in lines)
+    other = b"".join(line + eol for line in lines)
+    assert _decode(lf, cuts) == _decode(other, [])
