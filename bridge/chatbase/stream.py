@@ -91,6 +91,19 @@ class ChatStream:
             await self._read()
         return self._pending.popleft()
 
+    async def read_batch(self) -> list[StreamEvent]:
+        """Every event ready now: those pending, else those of the next read of the
+        connection (waiting for it); an empty list once the stream has ended. A read takes
+        in all the bytes that have arrived, so a reader that comes back less often gets
+        more events per call."""
+        while not self._pending:
+            if self._ended:
+                return []
+            await self._read()
+        events = list(self._pending)
+        self._pending.clear()
+        return events
+
     @property
     def text(self) -> str:
         """The answer text received so far."""

@@ -577,17 +577,25 @@ class RelayService:
     async def _consume(stream: Any, renderer: Renderer, progress: _Progress) -> ChatResult:
         async with stream as open_stream:
             bind(request_id=open_stream.request_id)
-            async for event in open_stream:
-                kind = type(event)
-                if kind is TextDelta:
-                    renderer.append(event.delta)
-                elif kind is SourceFound:
-                    progress.sources.append(event.source)
-                elif kind is StreamMetadata or kind is StreamStart:
-                    if event.message_id:
-                        progress.message_id = event.message_id
-                    if kind is StreamMetadata and event.conversation_id:
-                        progress.conversation_id = event.conversation_id
+            append = renderer.append
+            while True:
+                # Reads wait while the reply's writer waits for its next paced slot: the
+                # deltas pile up in the connection's buffer and one read takes them all in.
+                await renderer.wanted()
+                events = await open_stream.read_batch()
+                if not events:
+                    break
+                for event in events:
+                    kind = type(event)
+                    if kind is TextDelta:
+                        append(event.delta)
+                    elif kind is SourceFound:
+                        progress.sources.append(event.source)
+                    elif kind is StreamMetadata or kind is StreamStart:
+                        if event.message_id:
+                            progress.message_id = event.message_id
+                        if kind is StreamMetadata and event.conversation_id:
+                            progress.conversation_id = event.conversation_id
             result: ChatResult = open_stream.result()
             return result
 

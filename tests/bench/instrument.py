@@ -112,6 +112,18 @@ class TimedStream:
                     record.first_delta_at = time.perf_counter()
         return event
 
+    async def read_batch(self) -> list[Any]:
+        events: list[Any] = await self._inner.read_batch()
+        deltas = sum(1 for event in events if type(event) is TextDelta)
+        if deltas:
+            self._counter.deltas += deltas
+            record = self._record
+            if record is not None:
+                record.deltas += deltas
+                if record.first_delta_at is None:
+                    record.first_delta_at = time.perf_counter()
+        return events
+
     def result(self) -> ChatResult:
         result: ChatResult = self._inner.result()
         return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from bridge.chatbase.client import ChatbaseClient
 from bridge.chatbase.limiter import LocalLimiter
 from bridge.core.clock import SystemClock
 from bridge.core.models import InboundMessage, InboundReaction, Place, Platform
-from bridge.core.ports import Clock
+from bridge.core.ports import ChatbaseLike, Clock
 from bridge.core.service import RelayService
 from bridge.core.tools import ToolRegistry
 from bridge.store import Store
@@ -137,6 +137,7 @@ async def harness(
     clock: FakeClock | None = None,
     tools: ToolRegistry | None = None,
     store_clock: Clock | None = None,
+    wrap_chatbase: Callable[[ChatbaseClient], ChatbaseLike] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """A fake Chatbase and ``replicas`` services sharing one Redis (under ``prefix``)."""
@@ -158,7 +159,7 @@ async def harness(
                 settings, clock=clock,
                 # Turn leases and heartbeats run on real time; pacing and backoff on the test's.
                 store_clock=store_clock or SystemClock(),
-                limiter=roomy_limiter(clock), tools=tools,
+                limiter=roomy_limiter(clock), tools=tools, wrap_chatbase=wrap_chatbase,
             ))
             built.append(Replica(bridge))
         yield Harness(fake=fake, settings=settings, clock=clock, replicas=built)

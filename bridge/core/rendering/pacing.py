@@ -37,12 +37,19 @@ class Pacer:
         self._clock = clock
 
     async def wait(self, budget: Budget) -> None:
+        await self.until(await self.reserve(budget))
+
+    async def reserve(self, budget: Budget) -> float:
+        """Take the next slot in ``budget``; returns when it is (clock time)."""
         now = self._clock.now()
         try:
-            slot = await self._slots.reserve(budget.key, budget.interval, now)
+            return await self._slots.reserve(budget.key, budget.interval, now)
         except StoreError as exc:
             log.warning("pacing falls back to this process only: %s", exc)
-            slot = await self._local.reserve(budget.key, budget.interval, now)
+            return await self._local.reserve(budget.key, budget.interval, now)
+
+    async def until(self, slot: float) -> None:
+        """Sleep until ``slot`` (clock time), if it is still ahead."""
         delay = slot - self._clock.now()
         if delay > 0:
             await self._clock.sleep(delay)

@@ -32,6 +32,11 @@ MAX_FAILURES = 6
 # What the last shown part says when the platform refused every write and the bridge gave
 # up: the text shown so far stays, without the progress mark, and says it is incomplete.
 GAVE_UP_REASON = "this conversation stopped accepting the bridge's messages"
+# While the writer waits for a paced slot, the stream reader holds its reads until this long
+# before the slot, and at most READ_HOLD at a time: what streams in meanwhile waits in the
+# connection's buffer and is taken in by one read (``Renderer.wanted``).
+READ_LEAD = 0.02
+READ_HOLD = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,8 @@ class Renderer:
         # (start, body length) in the answer of the text last shown in each part.
         self._spans: list[tuple[int, int] | None] = [None] * len(existing)
         self._wake = asyncio.Event()
+        # The clock time of the paced slot the writer is sleeping until, if it is.
+        self._due: float | None = None
         self._writer: asyncio.Task[None] | None = None
         self._working: asyncio.Task[None] | None = None
         self.first_text_at: float | None = None
@@ -124,6 +131,19 @@ class Renderer:
             self._chunks.append(delta)
             self._length += len(delta)
             self._wake.set()
+
+    async def wanted(self) -> None:
+        """Return when more streamed text is worth reading: at once, unless the writer is
+        asleep until a paced slot; then shortly before that slot (READ_LEAD), or after
+        READ_HOLD at most. The text read meanwhile could not be shown before the slot
+        anyway, and reading many deltas at once costs far less than one read each. The
+        first text is never held: until it comes the writer waits for text, not a slot."""
+        due = self._due
+        if due is None:
+            return
+        delay = min(due - READ_LEAD - self._clock.now(), READ_HOLD)
+        if delay > 0:
+            await self._clock.sleep(delay)
 
     async def finish(self, text: str | None = None, *, answered: bool = True) -> tuple[str, ...]:
         """Write the final text (by default everything appended) and wait until it is shown.
@@ -215,7 +235,12 @@ class Renderer:
         """Wait for the budget of ``step``; then the step to take now, or None when the call
         changed kind while waiting (it is paced again on its own bucket)."""
         budget = self._sink.budget(step.op, final=step.final)
-        await self._pacer.wait(budget)
+        slot = await self._pacer.reserve(budget)
+        self._due = slot
+        try:
+            await self._pacer.until(slot)
+        finally:
+            self._due = None
         # Latest wins: what to send is decided after the wait, not before it.
         desired, final = self._desired()
         again = self._next_step(desired, final)
