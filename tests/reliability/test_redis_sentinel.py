@@ -11,6 +11,7 @@ a refused sentinel password).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -29,9 +30,12 @@ from tests.reliability.redis_servers import (
     free_port,
     minimal_acl,
     redis_binary,
+    redis_server,
     sentinel_set,
     until,
 )
+from tests.reliability.redis_tools import RedisProxy
+from tests.reliability.rig import recording
 
 PASSWORD = "bridge-sentinel-" + os.urandom(6).hex()
 
@@ -191,3 +195,32 @@ def _settings(env: dict[str, str]) -> Settings:
     secrets.register_settings(settings)
     return settings
 
+
+
+async def test_a_primary_demoted_behind_one_address_is_left_without_losing_a_command(
+    redis_prefix: str,
+) -> None:
+    """A failover behind a DNS name (managed Redis): the name moves to the new primary while
+    the bridge's pooled connections still reach the old one, now a replica. The command that
+    meets READONLY there ran nowhere; it is retried once on a new connection, which reaches
+    the new primary, so nothing fails and nothing runs twice."""
+    from bridge.store import Store, connect
+
+    binary = redis_binary()
+    async with redis_server(binary, []) as first, redis_server(binary, []) as second, \
+            RedisProxy(f"redis://{first.address}") as name:
+        settings = _settings({"REDIS_URL": name.url, "BRIDGE_REDIS_PREFIX": redis_prefix})
+        async with connect(settings) as client:
+            store = Store.from_settings(client, settings)
+            assert (await store.claim("before")).first
+            # The failover: the old primary follows the new one, the name moves.
+            await first.admin().execute_command("REPLICAOF", "127.0.0.1", str(second.port))
+            name.retarget(f"redis://{second.address}")
+            with recording() as logs:
+                assert (await store.claim("after")).first
+                assert not (await store.claim("after")).first
+                async with store.turn("k") as turn:
+                    turn.remember("conv-after", None, None)
+            assert await second.admin().exists(f"{redis_prefix}event:after")
+            assert (await store.get_conversation("k")) is not None
+            assert not logs.find("READONLY", level=logging.DEBUG), logs.lines()
