@@ -372,9 +372,15 @@ def _unreachable_reason(exc: BaseException, tls: bool) -> str:
     for cause in _chain(exc):
         if isinstance(cause, ConnectionRefusedError) or "Error 111 " in str(cause):
             return "connection refused (is Redis running there, and is the port right?)"
-        if not tls and "Connection reset by peer" in str(cause):
-            return (f"{cause} (a Redis that serves TLS drops plain connections: "
-                    "rediss:// in REDIS_URL, REDIS_TLS)")
+        if "Connection reset by peer" in str(cause) or isinstance(cause, ConnectionResetError):
+            if tls:
+                # TLS 1.3 finishes the client's side of the handshake before the server has
+                # checked the client certificate, so a refusal may come as a bare reset.
+                return ("Redis reset the TLS connection (a Redis that requires client "
+                        "certificates does so without one: check REDIS_TLS_CERT_FILE and "
+                        "REDIS_TLS_KEY_FILE)")
+            return ("Redis reset the connection (a Redis that serves TLS drops plain "
+                    "connections: rediss:// in REDIS_URL, REDIS_TLS)")
     return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
