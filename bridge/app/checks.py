@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +17,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.app.compose import compose_chatbase
 from bridge.app.platforms import Platform, credentials, discover
@@ -35,6 +28,8 @@ from bridge.core.errors import (
     ConfigError,
     StoreError,
 )
+from bridge.store import connection
+from bridge.store.connection import Connector, Target, ping
 from bridge.store.embedded import EmbeddedRedis
 
 __all__ = [
@@ -221,51 +216,43 @@ def redis_address(url: str) -> str:
     return f"{host}:{port}"
 
 
-async def ping_redis(url: str) -> None:
-    """PING the Redis at ``url`` once (no retries); ``StoreError`` names REDIS_URL."""
-    address = redis_address(url)
+async def ping_redis(target: Target) -> str:
+    """PING the Redis of ``target`` once, through the bridge's own connection factory with
+    check's short timeouts; returns where it answered. ``StoreError`` (``ConfigError`` for
+    an unusable TLS file) names the setting to fix, never a password."""
+    target.check_files()
+    connector = Connector(target)
     try:
-        client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=CHECK_TIMEOUT / 2, socket_timeout=CHECK_TIMEOUT / 2,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except (ValueError, RedisError) as exc:
-        raise StoreError(f"REDIS_URL is not a usable Redis URL: {exc}.") from exc
-    try:
-        await client.ping()
-    except AuthenticationError as exc:
-        raise StoreError(f"Redis at {address} (REDIS_URL) refused the credentials in the URL: "
-                         f"{exc}.") from exc
-    except RedisTimeoutError as exc:
-        raise StoreError(f"Redis at {address} (REDIS_URL) did not answer in time.") from exc
-    except (RedisConnectionError, OSError) as exc:
-        raise StoreError(f"cannot connect to Redis at {address} (REDIS_URL): "
-                         f"{_redis_reason(exc)}.") from exc
-    except RedisError as exc:
-        raise StoreError(f"Redis at {address} (REDIS_URL) answered with an error: {exc}.") from exc
+        client = connector.client(max_connections=2, pool_wait=CHECK_TIMEOUT / 2,
+                                  connect_timeout=CHECK_TIMEOUT / 2,
+                                  socket_timeout=CHECK_TIMEOUT / 2)
+        try:
+            await ping(connector, client)
+            return connection.redis_address(client)
+        finally:
+            await client.aclose()
     finally:
-        await client.aclose()
-
-
-def _redis_reason(exc: BaseException) -> str:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError) or "Error 111 " in str(seen):
-            return "connection refused (is Redis running there, and is the port right?)"
-        if isinstance(seen, socket.gaierror):
-            return "the host name does not resolve"
-        seen = seen.__cause__ or seen.__context__
-    return str(exc).strip().rstrip(".") or type(exc).__name__
+        await connector.aclose()
 
 
 async def check_redis(settings: Settings) -> CheckResult:
     name = "redis"
-    if settings.redis_url is not None:
+    if settings.redis_url is not None or settings.redis_sentinels:
+        target = Target.from_settings(settings)
         try:
-            await ping_redis(settings.redis_url)
+            where = await ping_redis(target)
+        except ConfigError as exc:
+            return fail(name, str(exc), config=True)
         except StoreError as exc:
-            return fail(name, str(exc))
-        return ok(name, f"{redis_address(settings.redis_url)} (REDIS_URL) answers PING")
+            # Refused credentials and certificates are fixed in the settings.
+            refused = any(word in str(exc) for word in (
+                "refused the credentials", "TLS certificate", "client certificate",
+                "REDIS_SENTINEL_MASTER"))
+            return fail(name, str(exc), config=refused)
+        how = " over TLS" if target.tls else ""
+        if target.sentinels:
+            return ok(name, f"{where}{how}, found through REDIS_SENTINELS, answers PING")
+        return ok(name, f"{redis_address(target.url or '')} (REDIS_URL){how} answers PING")
     # A scratch folder, so a bridge already running on BRIDGE_DATA_DIR keeps its files alone.
     problem = _unwritable(settings.data_dir)
     if problem:
@@ -275,7 +262,7 @@ async def check_redis(settings: Settings) -> CheckResult:
         embedded = EmbeddedRedis(Path(scratch))
         try:
             url = await embedded.start()
-            await ping_redis(url)
+            await ping_redis(Target(url=url))
         except StoreError as exc:
             return fail(name, str(exc))
         finally:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -17,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -134,7 +136,65 @@ class Settings(BaseSettings):
     # ---------------------------------------------------------------- Redis
     redis_url: str | None = Field(
         None, validation_alias=_env("REDIS_URL"),
-        description="Redis URL. Unset: an embedded Redis for one process, kept in BRIDGE_DATA_DIR.",
+        description="Redis URL: `redis://host:6379/0`, `rediss://` for TLS, "
+        "`rediss://user:password@host:6379/0` with an ACL user. Unset (and no "
+        "REDIS_SENTINELS): an embedded Redis for one process, kept in BRIDGE_DATA_DIR.",
+    )
+    redis_sentinels: CsvList = Field(
+        [], validation_alias=_env("REDIS_SENTINELS"),
+        description="Redis Sentinel addresses, `host:port,host:port`: the bridge asks them "
+        "where the primary of REDIS_SENTINEL_MASTER is, and again after a failover. "
+        "Instead of REDIS_URL.",
+    )
+    redis_sentinel_master: str | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_SENTINEL_MASTER"),
+        description="The master name the sentinels monitor (`sentinel monitor <name> …`). "
+        "Required with REDIS_SENTINELS.",
+    )
+    redis_username: str | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_USERNAME"),
+        description="Redis ACL user (instead of one in REDIS_URL; needs REDIS_PASSWORD). "
+        "Unset: Redis's `default` user.",
+    )
+    redis_password: SecretStr | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_PASSWORD"),
+        description="Redis password (instead of one in REDIS_URL), so a Secret need not be "
+        "spliced into the URL.",
+    )
+    redis_sentinel_username: str | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_SENTINEL_USERNAME"),
+        description="ACL user on the sentinels themselves, when they require one.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_SENTINEL_PASSWORD"),
+        description="Password of the sentinels themselves (`requirepass` in sentinel.conf), "
+        "when they require one; the primary's is REDIS_PASSWORD.",
+    )
+    redis_tls: bool = Field(
+        False, validation_alias=_env("REDIS_TLS"),
+        description="TLS to the sentinels and the primary they name (with REDIS_SENTINELS; "
+        "with REDIS_URL, `rediss://` says it).",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_TLS_CA_FILE"),
+        description="PEM file of the CA(s) that signed Redis's certificate. Unset: the "
+        "system's trusted CAs. Certificates are always verified.",
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_TLS_CERT_FILE"),
+        description="PEM client certificate, for a Redis that requires one "
+        "(`tls-auth-clients yes`, its default); with REDIS_TLS_KEY_FILE.",
+    )
+    redis_tls_key_file: Path | None = Field(
+        None, validate_default=True, validation_alias=_env("REDIS_TLS_KEY_FILE"),
+        description="PEM private key (unencrypted) of REDIS_TLS_CERT_FILE.",
+    )
+    redis_tls_check_hostname: bool = Field(
+        True, validation_alias=_env("REDIS_TLS_CHECK_HOSTNAME"),
+        description="Check that Redis's certificate names the host connected to. `false` "
+        "still verifies the certificate against the CA but accepts it for any host (for "
+        "sentinels that announce bare IPs the certificate does not list); a weaker "
+        "setting, logged as a warning at start.",
     )
     data_dir: Path = Field(
         Path(".bridge-data"), validation_alias=_env("BRIDGE_DATA_DIR"),
@@ -353,7 +413,7 @@ class Settings(BaseSettings):
         "feedback_positive", "feedback_negative", "regenerate_reactions",
         "slack_allowed_teams", "slack_allowed_channels", "discord_allowed_guilds",
         "discord_allowed_channels", "discord_command_guilds", "discord_shard_ids",
-        mode="before",
+        "redis_sentinels", mode="before",
     )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -427,6 +487,98 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    # The Redis settings below are checked against those defined before them (``info.data``
+    # holds the fields validated so far, in definition order), so each mistake is reported
+    # under the variable to change.
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("redis_url"):
+            raise ValueError("set REDIS_URL or REDIS_SENTINELS, not both")
+        for address in value:
+            sentinel_address(address)
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value.strip() if value is not None else None
+        sentinels = info.data.get("redis_sentinels")
+        if sentinels and not value:
+            raise ValueError("required with REDIS_SENTINELS (the name in `sentinel monitor "
+                             "<name> …`)")
+        if value and not sentinels and "redis_sentinels" in info.data:
+            raise ValueError("needs REDIS_SENTINELS, the sentinels to ask")
+        return value or None
+
+    @field_validator("redis_username", "redis_sentinel_username")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("redis_password", "redis_sentinel_password")
+    @classmethod
+    def _credentials(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            value = None
+        sentinel = info.field_name == "redis_sentinel_password"
+        user = info.data.get("redis_sentinel_username" if sentinel else "redis_username")
+        url, sentinels = info.data.get("redis_url"), info.data.get("redis_sentinels")
+        in_url_user = in_url_password = None
+        if url and not sentinel:
+            try:
+                parts = urlsplit(url)
+                in_url_user, in_url_password = parts.username, parts.password
+            except ValueError:
+                pass  # REDIS_URL's own check says what is wrong with it
+        if user and value is None and not in_url_password:
+            raise ValueError(f"{'REDIS_SENTINEL_USERNAME' if sentinel else 'REDIS_USERNAME'} "
+                             "is set, so its password is needed too")
+        if sentinel:
+            if (value is not None or user) and not sentinels:
+                raise ValueError("needs REDIS_SENTINELS")
+            return value
+        if (value is not None or user) and not url and not sentinels \
+                and "redis_url" in info.data and "redis_sentinels" in info.data:
+            raise ValueError("needs REDIS_URL or REDIS_SENTINELS (the embedded Redis has "
+                             "no password)")
+        if value is not None and in_url_password:
+            raise ValueError("REDIS_URL has a password too: give it in one place")
+        if user and in_url_user:
+            raise ValueError("REDIS_URL names a user too: give it in one place")
+        return value
+
+    @field_validator("redis_tls")
+    @classmethod
+    def _tls(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if value and url and not url.startswith("rediss://"):
+            raise ValueError("REDIS_URL decides TLS: write rediss:// instead of "
+                             f"{url.split('://', 1)[0]}://")
+        return value
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None or not str(value).strip():
+            if info.field_name == "redis_tls_key_file" \
+                    and info.data.get("redis_tls_cert_file") is not None:
+                raise ValueError("REDIS_TLS_CERT_FILE is set, so its private key is needed too")
+            return None
+        url = info.data.get("redis_url")
+        tls = info.data.get("redis_tls") or (url or "").startswith("rediss://")
+        if not tls and "redis_url" in info.data and "redis_tls" in info.data:
+            raise ValueError("set, but Redis is not reached over TLS: use rediss:// in "
+                             "REDIS_URL, or REDIS_TLS=true with REDIS_SENTINELS")
+        if not value.is_file():
+            raise ValueError(f"{value} is not a file" if value.exists()
+                             else f"no file at {value}")
+        if info.field_name == "redis_tls_key_file" and "redis_tls_cert_file" in info.data \
+                and info.data.get("redis_tls_cert_file") is None:
+            raise ValueError("needs REDIS_TLS_CERT_FILE, the certificate of this key")
+        return value
+
     # ---------------------------------------------------------------- derived
 
     @property
@@ -477,6 +629,16 @@ class Settings(BaseSettings):
         return self.agents()[0]
 
 
+def sentinel_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for an IPv6 address) of one sentinel; ValueError
+    naming the entry otherwise."""
+    host, sep, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port (e.g. sentinel-0:26379)")
+    return host, int(port)
+
+
 def env_name(field_name: str) -> str:
     """The environment variable a settings field is read from."""
     alias = Settings.model_fields[field_name].validation_alias
@@ -509,7 +671,8 @@ def load_settings(**overrides: Any) -> Settings:
                 name = env_name(name)
             value = error.get("input")
             # Never quoted: secrets, and the routes (a key pasted there by mistake).
-            secret = name.endswith(("KEY", "TOKEN", "SECRET")) or name == "BRIDGE_ROUTES"
+            secret = name.endswith(("KEY", "TOKEN", "SECRET", "PASSWORD")) \
+                or name == "BRIDGE_ROUTES"
             shown = "" if secret else f" (got {_shown(value)!r})"
             problems.append(f"{name}: {error.get('msg', 'invalid')}{shown}")
         raise ConfigError("Invalid setting " + "; ".join(problems) + ".") from None

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bridge.core.errors import StoreError
+from bridge.store.connection import Connector, Target
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class EmbeddedRedis:
     async def _await_ready(proc: asyncio.subprocess.Process, sock: str, wait: float) -> None:
         """Return once the server answers PING; raise StoreError if it exits or stays
         silent for ``wait`` seconds."""
-        client = aioredis.Redis(unix_socket_path=sock)
+        client = Connector(Target(url=f"unix://{sock}")).client(max_connections=1)
         try:
             deadline = asyncio.get_running_loop().time() + wait
             while True:

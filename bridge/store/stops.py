@@ -13,10 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bridge.store.connection import Link, translate
+from bridge.store.connection import Link, sibling, translate
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,9 @@ class StopChannel:
     async def _listen_once(self, on_stop: Callable[[str], object]) -> None:
         # A connection of its own, outside the shared pool: it waits for messages for as
         # long as the replica runs, so the pool's read timeout must not apply to it.
-        shared = self._link.client.connection_pool
-        client = aioredis.Redis(connection_pool=aioredis.ConnectionPool(
-            connection_class=shared.connection_class,
-            **{**shared.connection_kwargs, "socket_timeout": None},
-        ))
+        # Made like the shared client (same address or sentinels, credentials, TLS), so
+        # after a failover it subscribes on the new primary.
+        client = sibling(self._link.client, socket_timeout=None)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)

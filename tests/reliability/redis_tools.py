@@ -128,6 +128,11 @@ class RedisProxy:
         await asyncio.gather(*self._links, return_exceptions=True)
         await self._listener.wait_closed()
 
+    def retarget(self, upstream: str) -> None:
+        """New connections go to ``upstream`` from now on (a DNS name moved to another
+        server); open ones stay where they are."""
+        self._connect = _upstream(upstream)
+
     @property
     def blocked(self) -> bool:
         return time.monotonic() < self._refuse_until

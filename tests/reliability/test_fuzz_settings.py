@@ -14,7 +14,7 @@ from bridge.app.settings import Settings, env_name, load_settings
 from bridge.core.errors import ConfigError
 
 NAMES = sorted(env_name(field) for field in Settings.model_fields)
-SECRET_NAMES = [n for n in NAMES if n.endswith(("KEY", "TOKEN", "SECRET"))]
+SECRET_NAMES = [n for n in NAMES if n.endswith(("KEY", "TOKEN", "SECRET", "PASSWORD"))]
 URL_NAMES = ["REDIS_URL", "CHATBASE_API_BASE", "SLACK_API_URL", "DISCORD_API_BASE"]
 
 # Values an operator could plausibly type, and plain noise.
