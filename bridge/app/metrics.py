@@ -19,7 +19,7 @@ FIRST_TEXT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 21, 34
 # milliseconds under load; beyond a second something is wrong.
 ADDED_TIME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                       5)
-# Chatbase's codes are upper snake case (reference/chatbase-api.md §8); anything else, and
+# Chatbase's error codes are upper snake case (reference §8); anything else, and
 # any code beyond the first MAX_CODES seen, is counted as OTHER so a misbehaving upstream
 # cannot grow the label set without bound.
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
