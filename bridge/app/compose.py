@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from bridge.app.metrics import Metrics
 from bridge.app.settings import AgentAccess, Settings
-from bridge.chatbase.client import ChatbaseClient, RequestHook
+from bridge.chatbase.client import ChatbaseClient, RequestHook, StreamErrorHook
 from bridge.chatbase.limiter import LocalLimiter, RequestLimiter
 from bridge.core.clock import SystemClock
 from bridge.core.history import History
@@ -29,6 +29,7 @@ from bridge.core.rendering.pacing import Pacer
 from bridge.core.routing import Agents, Routes
 from bridge.core.service import RelayService
 from bridge.core.tools import ToolRegistry
+from bridge.core.watchdog import Watchdog
 from bridge.store import Store, connect
 
 __all__ = ["Bridge", "compose", "compose_chatbase", "open_session"]
@@ -50,6 +51,7 @@ class Bridge:
     service: RelayService
     history: History
     agents: Agents  # every agent's client (``chatbase`` is the default agent's)
+    watchdog: Watchdog  # the service's answers in flight; ``Runtime`` runs its checks
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -67,6 +69,7 @@ def compose_chatbase(
     limiter: RequestLimiter | None = None,
     clock: Clock | None = None,
     on_request: RequestHook | None = None,
+    on_stream_error: StreamErrorHook | None = None,
     access: AgentAccess | None = None,
 ) -> ChatbaseClient:
     """The Chatbase client of one agent (``access``; default: the default agent). Alone, for
@@ -88,6 +91,7 @@ def compose_chatbase(
         max_wait=settings.chatbase_max_wait,
         clock=clock,
         on_request=on_request,
+        on_stream_error=on_stream_error,
     )
 
 
@@ -143,6 +147,8 @@ async def compose(
             clients[access.agent] = compose_chatbase(
                 settings, session=session, limiter=budget, clock=clock, access=access,
                 on_request=functools.partial(metrics.chatbase_request, agent=access.agent),
+                on_stream_error=functools.partial(metrics.chatbase_stream_error,
+                                                  agent=access.agent),
             )
         chatbase = next(iter(clients.values()))
         if tools is None:
@@ -157,6 +163,8 @@ async def compose(
         )
         secret = settings.user_id_secret.get_secret_value() if settings.user_id_secret \
             else None
+        watchdog = Watchdog(clock=clock, metrics=metrics, stuck_after=settings.stuck_after,
+                            end_after=settings.stuck_end_after)
         service = RelayService(
             settings=settings,
             store=store,
@@ -165,6 +173,7 @@ async def compose(
             clock=clock,
             metrics=metrics,
             tools=tools,
+            watchdog=watchdog,
         )
         # Stop requests from the other replicas; ``store.stops.ready`` is set once listening.
         listener = asyncio.create_task(store.stops.listen(service.stop_here),
@@ -174,6 +183,7 @@ async def compose(
             settings=settings, clock=clock, metrics=metrics, redis=redis, store=store,
             session=session, chatbase=chatbase, pacer=pacer, tools=tools, service=service,
             history=History(agents=agents, cache=store, secret=secret), agents=agents,
+            watchdog=watchdog,
         )
 
 

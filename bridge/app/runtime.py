@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -144,11 +145,16 @@ class Runtime:
         self.adapters = [p.adapter(self.bridge, http_app=app) for p in platforms]
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        # The stuck-answer watchdog runs while answers can be in flight, drain included.
+        watchdog = asyncio.create_task(self.bridge.watchdog.run(), name="watchdog")
         try:
             await self._listen(runner)
             log.info("HTTP server listening on port %s (/healthz, /readyz, /metrics)", self.port)
             await self._run_adapters(stop)
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             await runner.cleanup()
 
     async def _listen(self, runner: web.AppRunner) -> None:

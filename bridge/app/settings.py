@@ -408,6 +408,18 @@ class Settings(BaseSettings):
         25.0, ge=0, validation_alias=_env("BRIDGE_SHUTDOWN_GRACE"),
         description="Seconds in-flight answers get to finish on SIGTERM before being cut off.",
     )
+    stuck_after: float = Field(
+        120.0, gt=0, validation_alias=_env("BRIDGE_STUCK_AFTER"),
+        description="Seconds an answer in flight may show no progress (no platform call "
+        "carrying its text since it started or since the last one) before the watchdog "
+        "counts it as stuck (`bridge_answers_stuck`).",
+    )
+    stuck_end_after: float = Field(
+        600.0, ge=0, validation_alias=_env("BRIDGE_STUCK_END_AFTER"),
+        description="Seconds without progress after which the watchdog ends an answer: what "
+        "was shown stays, marked as cut off, and the conversation takes the next message "
+        "(0: never end one, only count it).",
+    )
 
     @field_validator(
         "feedback_positive", "feedback_negative", "regenerate_reactions",

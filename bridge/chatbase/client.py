@@ -15,7 +15,7 @@ import aiohttp
 from bridge.chatbase.limiter import RequestLimiter
 from bridge.chatbase.retry import RequestKind, RetryPolicy
 from bridge.chatbase.sse import result_from_json
-from bridge.chatbase.stream import ChatStream
+from bridge.chatbase.stream import ChatStream, StreamErrorHook
 from bridge.chatbase.transport import Failure, RequestHook, Transport, api_error
 from bridge.core.clock import SystemClock
 from bridge.core.errors import InvalidUserId
@@ -27,6 +27,7 @@ __all__ = [
     "ChatStream",
     "ChatbaseClient",
     "RequestHook",
+    "StreamErrorHook",
     "api_error",
     "check_user_id",
 ]
@@ -62,6 +63,7 @@ class ChatbaseClient:
         max_wait: float = 30,
         clock: Clock | None = None,
         on_request: RequestHook | None = None,
+        on_stream_error: StreamErrorHook | None = None,
         wall_clock: Callable[[], float] = time.time,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
@@ -70,6 +72,7 @@ class ChatbaseClient:
             on_request=on_request,
         )
         self._limiter = limiter
+        self._on_stream_error = on_stream_error
         self._timeout = timeout
         self._idle_timeout = idle_timeout
         self._retry = retry_policy if retry_policy is not None else RetryPolicy(
@@ -215,7 +218,8 @@ class ChatbaseClient:
             return self._open(endpoint, "POST", path, kind=RequestKind.STREAM, body=body,
                               params=None, auth=True, stream=True)
 
-        return ChatStream(opener=opener, endpoint=endpoint, idle_timeout=self._idle_timeout)
+        return ChatStream(opener=opener, endpoint=endpoint, idle_timeout=self._idle_timeout,
+                          on_error=self._on_stream_error)
 
     def _user_path(self, user_id: str) -> str:
         return f"{self._agent_path}/users/{quote(check_user_id(user_id), safe='')}/conversations"

@@ -22,7 +22,7 @@ from bridge.core.errors import (
 )
 from bridge.core.models import ChatResult, StreamEvent
 
-__all__ = ["ChatStream", "Opener"]
+__all__ = ["ChatStream", "Opener", "StreamErrorHook"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ _AFTER_FINISH_GRACE: Final = 2.0
 
 # Sends the request (with the retry policy) and returns the 2xx response and its request id.
 Opener = Callable[[], Awaitable[tuple[aiohttp.ClientResponse, str | None]]]
+# (endpoint name, the error chunk's code or the kind of break, e.g. StreamIdleTimeout)
+StreamErrorHook = Callable[[str, str], None]
 
 
 class ChatStream:
@@ -40,8 +42,10 @@ class ChatStream:
     ``ChatbaseError`` on an error answer; iterating yields ``StreamEvent``s, ending after the
     ``StreamFinish``; leaving releases the connection, also when the consumer stops early."""
 
-    def __init__(self, *, opener: Opener, endpoint: str, idle_timeout: float) -> None:
+    def __init__(self, *, opener: Opener, endpoint: str, idle_timeout: float,
+                 on_error: StreamErrorHook | None = None) -> None:
         self._open = opener
+        self._on_error = on_error
         self._endpoint = endpoint
         self._idle_timeout = idle_timeout
         self._response: aiohttp.ClientResponse | None = None
@@ -154,10 +158,11 @@ class ChatStream:
         except StreamError as exc:
             self._ended = True
             self._release(abort=True)
-            log.warning(
-                "Chatbase %s stream failed: %s [code %s, request id %s]", self._endpoint, exc,
-                getattr(exc, "code", None) or type(exc).__name__, self.request_id,
-            )
+            code = getattr(exc, "code", None) or type(exc).__name__
+            log.warning("Chatbase %s stream failed: %s [code %s, request id %s]",
+                        self._endpoint, exc, code, self.request_id)
+            if self._on_error is not None:
+                self._on_error(self._endpoint, code)
             raise
         except BridgeError:
             self._ended = True

@@ -123,6 +123,11 @@ class StreamIdleTimeout(StreamError):
     """No bytes arrived for the idle timeout."""
 
 
+# Chatbase's answers for want of message credits: the workspace's (402, reference §8) or
+# the agent's own limit. Counted apart so an alert can name it.
+CREDITS_EXHAUSTED = frozenset({"CHAT_CREDITS_EXHAUSTED", "CHAT_AGENT_CREDITS_EXHAUSTED"})
+
+
 class PlatformError(BridgeError):
     """A Slack or Discord call made by a sink failed."""
 

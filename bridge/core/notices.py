@@ -22,6 +22,8 @@ CUT_OFF = "_(The answer was cut off: {reason}. Please ask again.)_"
 INCOMPLETE = "_(This answer is incomplete: {reason}.)_"
 SHUTTING_DOWN = "the bridge is restarting"
 STOPPED = "_(Stopped.)_"
+# Why the watchdog ended an answer that showed no progress for BRIDGE_STUCK_END_AFTER.
+STUCK = "the answer stopped making progress"
 RESTARTING = "The bridge is restarting. Please send your message again in a minute."
 RESTARTED_BEFORE_ANSWER = (
     "The bridge restarted before it could answer this. Please send your message again."

@@ -58,6 +58,7 @@ from bridge.core.rendering.renderer import Renderer
 from bridge.core.routing import Agents, candidates
 from bridge.core.sources import sources_block
 from bridge.core.tools import ToolRegistry
+from bridge.core.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class _Progress:
     conversation_id: str | None = None
     message_id: str | None = None
     sources: list[Source] = field(default_factory=list)
+    deltas: int = 0  # text deltas received (the watchdog adds them to the metric in batches)
 
 
 @dataclass(eq=False)
@@ -144,6 +146,7 @@ class RelayService:
         clock: Clock,
         metrics: RelayMetrics,
         tools: ToolRegistry | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -153,6 +156,7 @@ class RelayService:
         self._clock = clock
         self._metrics = metrics
         self._tools = tools or ToolRegistry()
+        self._watchdog = watchdog or Watchdog(clock=clock, metrics=metrics)
         self._policy = FeedbackPolicy.from_settings(settings)
         self._secret = (
             settings.user_id_secret.get_secret_value() if settings.user_id_secret else None
@@ -408,7 +412,8 @@ class RelayService:
         ``failed`` (None is returned); a stop request ends it with the text shown so far;
         shutdown or a fault of the bridge marks what was shown as cut off."""
         progress = _Progress(conversation_id=ask.conversation_id)
-        with self._stoppable(handles) as running:
+        with self._stoppable(handles) as running, \
+                self._watchdog.watch(platform, renderer, progress):
             async with renderer:
                 return await self._write(renderer, platform, turn, ask, progress, failed,
                                          running)
@@ -430,6 +435,12 @@ class RelayService:
                 if running is not None:
                     running.armed = False
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._watchdog.ended(renderer) and task is not None and task.cancelling() == 1:
+                task.uncancel()  # ended by the watchdog alone: finished here, as a failure
+                await self._cut_off(renderer, notices.STUCK)
+                self._count(platform, "stuck")
+                return None
             if running is None or not running.requested or running.task.uncancel() > 0:
                 await self._cut_off(renderer, notices.SHUTTING_DOWN)
                 self._count(platform, "cut_off")
@@ -589,6 +600,7 @@ class RelayService:
                     kind = type(event)
                     if kind is TextDelta:
                         append(event.delta)
+                        progress.deltas += 1
                     elif kind is SourceFound:
                         progress.sources.append(event.source)
                     elif kind is StreamMetadata or kind is StreamStart:

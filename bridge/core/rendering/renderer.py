@@ -94,6 +94,10 @@ class Renderer:
         self._writer: asyncio.Task[None] | None = None
         self._working: asyncio.Task[None] | None = None
         self.first_text_at: float | None = None
+        # When the first text arrived, and when the first call carrying text set off: the
+        # time between them is what the bridge adds (bridge_added_time_to_first_text_seconds).
+        self.first_delta_at: float | None = None
+        self.first_call_at: float | None = None
         self.calls = 0
         self.failed = False
 
@@ -128,6 +132,8 @@ class Renderer:
     def append(self, delta: str) -> None:
         """Add streamed text. Never blocks; the writer picks up the latest text."""
         if delta and self._final is None:
+            if not self._length:
+                self.first_delta_at = self._clock.now()
             self._chunks.append(delta)
             self._length += len(delta)
             self._wake.set()
@@ -284,6 +290,8 @@ class Renderer:
 
     async def _call(self, step: _Step) -> None:
         self.calls += 1
+        if self.first_call_at is None and step.text.strip():
+            self.first_call_at = self._clock.now()
         if step.op == "post":
             message_id = await self._sink.post(step.text, final=step.final)
             while len(self._ids) <= step.index:
