@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from bridge.chatbase.client import ChatbaseClient
 from bridge.core.models import TextDelta
-from bridge.core.rendering.renderer import READ_HOLD
+from bridge.core.rendering.renderer import READ_LEAD
 from tests.fakes.chatbase import Answer, Gate
 from tests.fakes.clock import FakeClock
 from tests.fakes.harness import harness
@@ -98,20 +100,30 @@ async def test_reads_wait_for_the_writers_slot_and_take_the_deltas_at_once(
         gate.release(1)
         await clock.sleepers(1)
         assert batches == [1, 1]
-        # From now on a delta that wakes the reader is the last it reads before holding.
+        # From now on a delta that wakes the reader is the last it reads before holding,
+        # until just before the writer's slot.
         gate.release(1)
         async with asyncio.timeout(5):  # without the hold only the writer sleeps
             await clock.sleepers(2)
         assert batches == [1, 1, 1]
-        assert READ_HOLD in clock.slept
+        slot = clock.now() + 1.0  # the sink's interval after the first post
+        assert clock.next_deadline() == pytest.approx(slot - READ_LEAD)
         gate.release(8)
         await gate.wait_sent(11)
         assert batches == [1, 1, 1]  # what was sent meanwhile waits unread
-        # At the end of the hold the reader takes in what has arrived in one read (a
-        # delta still on its way over loopback may come in a second one).
-        clock.advance(READ_HOLD)
+        # The reader's hold ends first and it takes in what has arrived in one read (a
+        # delta still on its way over loopback may come in a second one); the writer,
+        # still asleep, then shows it all.
+        clock.advance_to_next()
         await batches.until_total(11)
         assert len(batches) <= 5 and max(batches[3:]) >= 4
+        assert clock.pending == 1
+        clock.advance_to_next()
+        async with asyncio.timeout(5):
+            await sink.wait_calls(1, "edit")
+        shown = sink.text_calls()[-1].text
+        assert shown is not None and shown.startswith("".join(deltas))
         gate.open()
-        await clock.drive(task)
+        async with asyncio.timeout(10):
+            await clock.drive(task)
         assert sink.joined() == "".join(deltas)

@@ -32,11 +32,12 @@ MAX_FAILURES = 6
 # What the last shown part says when the platform refused every write and the bridge gave
 # up: the text shown so far stays, without the progress mark, and says it is incomplete.
 GAVE_UP_REASON = "this conversation stopped accepting the bridge's messages"
-# While the writer waits for a paced slot, the stream reader holds its reads until this long
-# before the slot, and at most READ_HOLD at a time: what streams in meanwhile waits in the
-# connection's buffer and is taken in by one read (``Renderer.wanted``).
-READ_LEAD = 0.02
-READ_HOLD = 0.25
+# While the writer waits for a paced slot, the stream reader holds its reads until just
+# before the slot (READ_LEAD: its timer fires first, usually in the same turn of the event
+# loop as the writer's), and at most READ_HOLD at a time: what streams in meanwhile waits in
+# the connection's buffer and is taken in by one read (``Renderer.wanted``).
+READ_LEAD = 0.002
+READ_HOLD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +141,11 @@ class Renderer:
 
     async def wanted(self) -> None:
         """Return when more streamed text is worth reading: at once, unless the writer is
-        asleep until a paced slot; then shortly before that slot (READ_LEAD), or after
-        READ_HOLD at most. The text read meanwhile could not be shown before the slot
-        anyway, and reading many deltas at once costs far less than one read each. The
-        first text is never held: until it comes the writer waits for text, not a slot."""
+        asleep until a paced slot; then just before that slot (READ_LEAD), or after
+        READ_HOLD at most (a slot far off after a 429 or on a busy channel). The text read
+        meanwhile could not be shown before the slot anyway, and reading many deltas at
+        once costs far less than one read each. The first text is never held: until it
+        comes the writer waits for text, not for a slot."""
         due = self._due
         if due is None:
             return
