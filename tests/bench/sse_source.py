@@ -255,7 +255,10 @@ class Source:
         loop = asyncio.get_running_loop()
         while True:
             self.pump(loop.time())
-            await asyncio.sleep(self.tick)
+            # Half a delta's interval: a delta leaves at most that late, and a write rarely
+            # carries two; every tick visits every stream, so no shorter than needed.
+            delay = self.delta_delay
+            await asyncio.sleep(min(0.01, max(0.001, delay / 2)) if delay > 0 else self.tick)
 
 
 class _Connection(asyncio.Protocol):
