@@ -124,6 +124,15 @@ class Context:
     uvloop: bool = False
 
 
+_round = itertools.count()
+
+
+def _fresh() -> int:
+    """The first of a range of people nobody asked as yet: each round starts new
+    conversations, as the first did (the fake forgets its conversations between rounds)."""
+    return 2_000_000 + next(_round) * 100_000
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
@@ -174,7 +183,8 @@ async def round_trips(ctx: Context) -> dict[str, Any]:
     ctx.tally.records("warm-up", [await ask(b, 10_000, 10, interval=p.interval)])
     trips, paced = b.round_trips, b.slots.calls
     records: list[AnswerRecord] = []
-    users = range(10_001, 10_001 + p.turns_users)
+    first = _fresh()
+    users = range(first, first + p.turns_users)
     for _ in range(2):  # a new conversation, then a follow-up in it
         records += await asyncio.gather(*(ask(b, u, 30, interval=p.interval) for u in users))
     ctx.tally.records("round trips", records)
@@ -208,11 +218,12 @@ async def memory(ctx: Context) -> dict[str, Any]:
     overhead0 = tracemalloc.get_tracemalloc_memory()
     records: list[AnswerRecord] = []
     tasks: list[asyncio.Task[AnswerRecord]] = []
+    first = _fresh()
     try:
         # Questions arrive over a couple of seconds, as they would: a burst of n at once
         # would also measure connection pools grown for the burst, not answers.
         for i in range(n):
-            tasks.append(asyncio.create_task(ask(b, 20_000 + i, p.words, interval=p.interval,
+            tasks.append(asyncio.create_task(ask(b, first + i, p.words, interval=p.interval,
                                                  started=records)))
             await asyncio.sleep(p.mem_spread / n)
         deadline = time.monotonic() + 120
@@ -256,9 +267,10 @@ async def cpu(ctx: Context) -> dict[str, Any]:
                 "store_trips": b.round_trips}
 
     ctx.progress("cpu: bridge")
+    first = _fresh()
     bw = await closed_loop(
         users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
-        one=lambda u: ask(b, u, p.words, interval=p.interval), counter=b.counter,
+        one=lambda u: ask(b, first + u, p.words, interval=p.interval), counter=b.counter,
         snapshot=snapshot,
     )
     ctx.tally.records("cpu", bw.records)
@@ -267,7 +279,7 @@ async def cpu(ctx: Context) -> dict[str, Any]:
     floor = Floor(b.composed.session, b.source, counter)
 
     async def floor_one(user: int) -> None:
-        await floor.answer(user, p.words)
+        await floor.answer(first + user, p.words)
 
     fw = await closed_loop(
         users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
@@ -309,16 +321,17 @@ async def floor_check(ctx: Context) -> dict[str, Any]:
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
     seeds = [1_000_001, 1_000_002]
+    asker = _fresh()
     bridge_deltas: dict[int, int] = {}
     for seed in seeds:
-        record = await ask(b, 90_001, p.words, interval=p.interval, seed=seed)
+        record = await ask(b, asker, p.words, interval=p.interval, seed=seed)
         ctx.tally.records("floor check", [record])
         bridge_deltas[seed] = record.deltas
     bridge_seen = await b.server.requests()
     await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
     floor = Floor(b.composed.session, b.source, DeltaCounter())
     for seed in seeds:
-        await floor.answer(90_002, p.words, seed=seed)
+        await floor.answer(asker + 1, p.words, seed=seed)
     floor_seen = await b.server.requests()
 
     def shape(seen: dict[str, Any]) -> list[dict[str, Any]]:
@@ -350,7 +363,8 @@ async def latency_single(ctx: Context) -> dict[str, Any]:
     """One answer at a time: the added latency on an idle bridge."""
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, delta_delay=p.delay)
-    records = [await ask(b, 30_000, p.single_words, interval=p.interval)
+    user = _fresh()
+    records = [await ask(b, user, p.single_words, interval=p.interval)
                for _ in range(p.single_answers)]
     ctx.tally.records("latency@1", records)
     return _latency(records)
@@ -361,9 +375,10 @@ async def latency_many(ctx: Context) -> dict[str, Any]:
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, delta_delay=p.many_delay)
     seconds = _answer_seconds(p, p.many_words, p.many_delay)
+    first = _fresh()
     window = await closed_loop(
         users=p.many_users, answer_seconds=seconds, warm=seconds, measure=p.many_measure,
-        one=lambda u: ask(b, 40_000 + u, p.many_words, interval=p.interval), counter=b.counter,
+        one=lambda u: ask(b, first + u, p.many_words, interval=p.interval), counter=b.counter,
     )
     ctx.tally.records(f"latency@{p.many_users}", window.records)
     return {"users": p.many_users, **_latency(_in_window(window.records, window)),
@@ -408,9 +423,10 @@ async def throughput(ctx: Context, source: StreamSource) -> dict[str, Any]:
                     "scheduled": stats["deltas_scheduled"], "written": stats["deltas_written"],
                     "held_back": stats["held_back"]}
 
+        first = _fresh()
         window = await closed_loop(
             users=users, answer_seconds=seconds, warm=seconds, measure=p.tput_measure,
-            one=lambda u: ask(b, 50_000 + u, p.tput_words, interval=p.interval),
+            one=lambda u, first=first: ask(b, first + u, p.tput_words, interval=p.interval),
             counter=b.counter, snapshot=snapshot,
         )
         ctx.tally.records("throughput", window.records)

@@ -93,7 +93,7 @@ async def _conversation(port: int, path: str, api_key: str, seeds: list[int],
 async def test_the_wire_bytes_are_fakechatbases() -> None:
     seeds, words = [11, 12, 13], 25
     async with FakeChatbase() as fake:
-        fake.answer_text_for = lambda m: answer_text(int(m.split()[1][1:]), words)
+        fake.answer_text_for = lambda m: answer_text(int((m or "").split()[1][1:]), words)
         # Paced, as the benchmark runs it: the opening frames, a chunk per delta, the rest.
         fake.default_answer = Answer(first_token_delay=0.001, delta_delay=0.0005)
         path = f"/agents/{fake.agent_id}/chat"
