@@ -161,8 +161,11 @@ def figures(r: dict[str, Any], *, full: bool, platform_runs: int) -> list[dict[s
     if "correctness" in r:
         c = r["correctness"]
         share = 100.0 * (c["checked"] - c["wrong"]) / max(1, c["checked"])
+        # Never rounded up to 100 %: one wrong answer in thousands must show.
+        shown = "100" if c["wrong"] == 0 else f"{min(share, 99.99):.2f}"
+        wrong = f" ({c['wrong']} wrong)" if c["wrong"] else ""
         row("final texts equal to the agent's answer", "100 %",
-            f"{share:.1f} % of {c['checked']}", c["wrong"] == 0 and c["checked"] > 0,
+            f"{shown} %{wrong} of {c['checked']:,}", c["wrong"] == 0 and c["checked"] > 0,
             timing=False)
     if "cadence" in r:
         for name in ("slack", "discord"):
@@ -209,4 +212,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {x['figure']} | {x['target']} | {x['measured']} | {marks[x['met']]} |"
               for x in rows]
+    return "\n".join(lines)
+
+
+def steps_table(r: dict[str, Any]) -> str:
+    """The throughput scenario's steps, every round: offered vs achieved and who used what."""
+    if "throughput" not in r:
+        return ""
+    lines = ["| round | streams | offered/s | achieved/s | bridge cores | source cores "
+             "| platform cores | lag p99 | per core |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, run in enumerate(r["throughput"], 1):
+        for s in run["steps"]:
+            lag = "n/a" if s["loop_lag_p99_ms"] is None else f"{s['loop_lag_p99_ms']:g} ms"
+            over = "" if s["within_lag"] else " (over)"
+            short = "" if s["achieved"] else " (short)"
+            per = "—" if s["per_core"] is None else f"{s['per_core']:,}"
+            lines.append(
+                f"| {i} | {s['streams']} | {s['offered_per_s']:,} | {s['achieved_per_s']:,}"
+                f"{short} | {s['bridge_cores']:.2f} | {s['source_cores']:.2f} | "
+                f"{s['platform_server_cores']:.2f} | {lag}{over} | {per} |")
     return "\n".join(lines)

@@ -199,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     else:
         rows = figures(results, profile)
-        out.update(results=results, figures=rows, table=report.table(rows))
+        steps = report.steps_table(results)
+        out.update(results=results, figures=rows, table=report.table(rows),
+                   throughput_steps=steps)
         print(report.table(rows))
+        if steps:
+            print("\nThroughput steps (offered: due by the source's clock; achieved: received "
+                  "by the service):\n" + steps)
         wrong = results["correctness"]["wrong"]
         if wrong:
             status = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench.report import all_zero, at_least, at_most, figures, spread
+from tests.bench.report import all_zero, at_least, at_most, figures, spread, steps_table
 
 
 def test_median_with_its_range() -> None:
@@ -98,3 +98,20 @@ def test_only_the_scenarios_that_ran_have_rows() -> None:
     rows = figures({"correctness": {"checked": 0, "wrong": 0}}, full=True, platform_runs=10)
     assert [r["figure"] for r in rows] == ["final texts equal to the agent's answer"]
     assert rows[0]["met"] is False  # nothing checked is not 100 %
+
+
+def test_the_steps_table_shows_offered_against_achieved() -> None:
+    step = {"streams": 100, "offered_per_s": 9000, "achieved_per_s": 8000,
+            "bridge_cores": 0.9, "source_cores": 0.2, "platform_server_cores": 0.05,
+            "loop_lag_p99_ms": 61.0, "within_lag": False, "achieved": False, "per_core": None}
+    text = steps_table({"throughput": [{"steps": [step]}]})
+    assert "| 1 | 100 | 9,000 | 8,000 (short) | 0.90 | 0.20 | 0.05 | 61 ms (over) | — |" in text
+    assert steps_table({}) == ""
+
+
+def test_one_wrong_answer_in_thousands_is_not_shown_as_100_percent() -> None:
+    rows = figures({"correctness": {"checked": 13_349, "wrong": 2}}, full=True,
+                   platform_runs=10)
+    assert rows[0]["measured"] == "99.99 % (2 wrong) of 13,349" and rows[0]["met"] is False
+    rows = figures({"correctness": {"checked": 10, "wrong": 0}}, full=True, platform_runs=10)
+    assert rows[0]["measured"] == "100 % of 10" and rows[0]["met"] is True
