@@ -424,10 +424,13 @@ async def throughput(ctx: Context, source: StreamSource) -> dict[str, Any]:
                     "held_back": stats["held_back"]}
 
         first = _fresh()
+
+        async def one(user: int, first: int = first) -> AnswerRecord:
+            return await ask(b, first + user, p.tput_words, interval=p.interval)
+
         window = await closed_loop(
             users=users, answer_seconds=seconds, warm=seconds, measure=p.tput_measure,
-            one=lambda u, first=first: ask(b, first + u, p.tput_words, interval=p.interval),
-            counter=b.counter, snapshot=snapshot,
+            one=one, counter=b.counter, snapshot=snapshot,
         )
         ctx.tally.records("throughput", window.records)
         load = _load(window)

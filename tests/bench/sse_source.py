@@ -99,11 +99,12 @@ class Encoder:
             f"Server: {SERVER}\r\n\r\n"
         ).encode()
         deltas = split_words(text)
-        text_start = [{"type": "text-start", "id": "t1"}] if deltas else []
-        text_end = [{"type": "text-end", "id": "t1"}] if deltas else []
+        text_start: list[dict[str, Any]] = (
+            [{"type": "text-start", "id": "t1"}] if deltas else [])
+        text_end: list[dict[str, Any]] = [{"type": "text-end", "id": "t1"}] if deltas else []
         opening = b"".join(_frame(c) for c in (
             {"type": "start", "messageId": message_id}, {"type": "start-step"}, *text_start))
-        meta = {"messageId": message_id, "userMessageId": user_message_id,
+        meta: dict[str, Any] = {"messageId": message_id, "userMessageId": user_message_id,
                 "conversationId": conversation_id, "userId": user_id,
                 "usage": {"credits": 1}}
         closing = b"".join(_frame(c) for c in (
