@@ -12,6 +12,8 @@ Control endpoints (JSON):
   ``platform_latency`` and ``platform_limit`` ([calls, seconds] per key) of the platform.
 * ``POST /reset`` — forget recorded requests and conversations (keeps this process lean).
 * ``GET /stats`` — stream counters and this process's CPU seconds.
+* ``GET /requests`` — the chat requests since the last reset (headers, path, body fields), to
+  check that the floor asks what the bridge asks.
 * ``POST /platform/{op}`` — the platform a ``BenchSink`` writes to: answers after
   ``platform_latency`` with a message id, or 429 + ``retry_after`` when a key is over its
   limit (a fixed window, like Discord's per-channel write limit).
@@ -56,6 +58,7 @@ class Control:
         app.router.add_post("/release", self.release)
         app.router.add_post("/reset", self.reset)
         app.router.add_get("/stats", self.stats)
+        app.router.add_get("/requests", self.requests)
         app.router.add_post("/platform/{op}", self.platform)
         return app
 
@@ -107,6 +110,13 @@ class Control:
             "platform_429": self.platform_429,
             "cpu_seconds": time.process_time(),
         })
+
+    async def requests(self, request: web.Request) -> web.Response:
+        """The chat requests since the last reset as received: headers, path, body fields."""
+        chat = [{"path": r.path, "headers": dict(r.headers),
+                 "fields": list(r.body) if isinstance(r.body, dict) else None}
+                for r in self.fake.requests if r.endpoint == "chat"]
+        return web.json_response({"chat": chat})
 
     async def platform(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -157,6 +157,13 @@ class TimedChatbase:
             current_answer.get(), self.counter,
         )
 
+    async def user_conversations_page(
+        self, user_id: str, *, cursor: str | None = None, limit: int = 5
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        items, after = await self._inner.user_conversations_page(user_id, cursor=cursor,
+                                                                 limit=limit)
+        return list(items), after
+
     async def submit_tool_result(self, *, conversation_id: str, tool_call_id: str,
                                  output: Any) -> None:
         await self._inner.submit_tool_result(conversation_id=conversation_id,

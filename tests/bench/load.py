@@ -5,8 +5,8 @@ The bridge is the production composition (``bridge.app.compose.compose``, as the
 it: its aiohttp session, Redis client, store, Redis-shared Chatbase limiter, ``RelayService``);
 only the Chatbase client the service calls is wrapped (``TimedChatbase``) and the pacer's
 store counted.
-The floor reads the same answers from the same fake over the same session and only
-``json.loads`` each ``data:`` line.
+The floor (``Floor``) makes the bridge's requests to the same Chatbase over the same session,
+reads the same bytes and only ``json.loads`` each ``data:`` line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.app import compose as composition
 from bridge.app.runtime import Runtime
@@ -43,12 +43,21 @@ _seeds = itertools.count(1)
 _events = itertools.count(1)
 
 
+class ChatbaseEndpoint(Protocol):
+    """Where the bridge (and the floor) stream answers from: the fake or the stream source."""
+
+    chatbase_url: str
+    api_key: str
+    agent_id: str
+
+
 @dataclass
 class Bridge:
     composed: composition.Bridge
     slots: CountingSlots
     counter: DeltaCounter
-    server: BenchServer
+    server: BenchServer  # the platform the BenchSink writes to, and the fake's controls
+    source: ChatbaseEndpoint  # the Chatbase the bridge streams from
 
     @property
     def service(self) -> RelayService:
@@ -59,11 +68,12 @@ class Bridge:
         return self.composed.store.round_trips
 
 
-def bench_settings(server: BenchServer, redis_url: str, prefix: str, **extra: Any) -> Settings:
+def bench_settings(source: ChatbaseEndpoint, redis_url: str, prefix: str,
+                   **extra: Any) -> Settings:
     values: dict[str, Any] = {
-        "CHATBASE_API_KEY": server.api_key,
-        "CHATBASE_AGENT_ID": server.agent_id,
-        "CHATBASE_API_BASE": server.chatbase_url,
+        "CHATBASE_API_KEY": source.api_key,
+        "CHATBASE_AGENT_ID": source.agent_id,
+        "CHATBASE_API_BASE": source.chatbase_url,
         "REDIS_URL": redis_url,
         "BRIDGE_REDIS_PREFIX": prefix,
         # Production keeps both; limits high enough that a benchmark user never meets them
@@ -76,7 +86,11 @@ def bench_settings(server: BenchServer, redis_url: str, prefix: str, **extra: An
 
 
 @asynccontextmanager
-async def bridge(server: BenchServer, redis_url: str, **settings: Any) -> AsyncIterator[Bridge]:
+async def bridge(server: BenchServer, redis_url: str, *, source: ChatbaseEndpoint | None = None,
+                 **settings: Any) -> AsyncIterator[Bridge]:
+    """The bridge as the product composes it, streaming from ``source`` (default: the fake in
+    ``server``) and writing to ``server``'s platform."""
+    source = source or server
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     counter = DeltaCounter()
     counted: list[CountingSlots] = []
@@ -86,14 +100,14 @@ async def bridge(server: BenchServer, redis_url: str, **settings: Any) -> AsyncI
         return counted[-1]
 
     async with composition.compose(
-        bench_settings(server, redis_url, prefix, **settings),
+        bench_settings(source, redis_url, prefix, **settings),
         wrap_chatbase=lambda client: TimedChatbase(client, counter),
         wrap_slots=count_slots,
     ) as composed:
         # What Runtime.serve does once the platforms are connected.
         Runtime.freeze_startup_objects()
         try:
-            yield Bridge(composed, counted[0], counter, server)
+            yield Bridge(composed, counted[0], counter, server, source)
         finally:
             redis = composed.redis
             keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
@@ -111,11 +125,11 @@ def message_for(user: int, seed: int, words: int, *, workspace: str = "G1") -> I
 
 
 async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
-              workspace: str = "G1", started: list[AnswerRecord] | None = None
-              ) -> AnswerRecord:
+              workspace: str = "G1", started: list[AnswerRecord] | None = None,
+              seed: int | None = None) -> AnswerRecord:
     """One question through the real service into a ``BenchSink``; returns what was seen
     (and puts the record in ``started`` at once, to watch it in flight)."""
-    seed = next(_seeds)
+    seed = next(_seeds) if seed is None else seed
     record = AnswerRecord(seed=seed, expected=answer_text(seed, words))
     if started is not None:
         started.append(record)
@@ -134,24 +148,55 @@ async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
     return record
 
 
-async def floor_answer(session: Any, server: BenchServer, user: int, words: int,
-                       counter: DeltaCounter) -> None:
-    """The floor: the same request and bytes, each ``data:`` line ``json.loads``-ed."""
-    seed = next(_seeds)
-    body = {"message": question(seed, words), "userId": f"discord.U{user}", "stream": True}
-    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {server.api_key}"}
-    url = f"{server.chatbase_url}/agents/{server.agent_id}/chat"
-    async with session.post(url, json=body, headers=headers) as response:
-        rest = b""
-        while True:
-            chunk = await response.content.readany()
-            if not chunk:
-                break
-            *lines, rest = (rest + chunk).split(b"\n")
-            for line in lines:
-                if (line.startswith(b"data: ") and line != b"data: [DONE]"
-                        and json.loads(line[6:]).get("type") == "text-delta"):
-                    counter.deltas += 1
+# What the product's Chatbase client sends (bridge/chatbase/transport.py, _headers), so the
+# floor's requests are the bridge's: the check in scenarios.cpu compares them as received.
+_FLOOR_HEADERS = {"Accept": "text/event-stream", "User-Agent": "chatbase-bridge"}
+
+
+class Floor:
+    """The floor: the same requests as the bridge's (a new conversation per user, then
+    follow-ups in it), the same bytes, each ``data:`` line ``json.loads``-ed and nothing else."""
+
+    def __init__(self, session: Any, source: ChatbaseEndpoint, counter: DeltaCounter) -> None:
+        self._session = session
+        self._url = f"{source.chatbase_url}/agents/{source.agent_id}/chat"
+        self._headers = {**_FLOOR_HEADERS, "Authorization": f"Bearer {source.api_key}"}
+        self._counter = counter
+        self._conversations: dict[int, str] = {}
+        self.answers: dict[int, int] = {}  # seed → text deltas read (for the check)
+
+    async def answer(self, user: int, words: int, *, seed: int | None = None) -> int:
+        seed = next(_seeds) if seed is None else seed
+        body: dict[str, Any] = {"message": question(seed, words)}
+        conversation = self._conversations.get(user)
+        if conversation is None:
+            body["userId"] = f"discord.U{user}"
+        else:
+            body["conversationId"] = conversation
+        body["stream"] = True
+        counter = self._counter
+        deltas = 0
+        last = b""
+        async with self._session.post(self._url, json=body, headers=self._headers) as response:
+            rest = b""
+            while True:
+                chunk = await response.content.readany()
+                if not chunk:
+                    break
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if line.startswith(b"data: ") and line != b"data: [DONE]":
+                        if json.loads(line[6:]).get("type") == "text-delta":
+                            counter.deltas += 1
+                            deltas += 1
+                        else:
+                            last = line
+        if conversation is None and b'"conversationId":"' in last:
+            found = json.loads(last[6:]).get("messageMetadata", {}).get("conversationId")
+            if isinstance(found, str):
+                self._conversations[user] = found
+        self.answers[seed] = deltas
+        return deltas
 
 
 @dataclass
@@ -177,7 +222,7 @@ async def closed_loop(
     measure: float,
     one: Callable[[int], Awaitable[AnswerRecord | None]],
     counter: DeltaCounter,
-    snapshot: Callable[[], dict[str, float]] | None = None,
+    snapshot: Callable[[], Awaitable[dict[str, float]]] | None = None,
     cancel_tail: bool = False,
 ) -> Window:
     """``users`` loops of ``one(user)``, started spread over ``answer_seconds`` so the load is
@@ -200,10 +245,10 @@ async def closed_loop(
         tasks = [asyncio.create_task(user_loop(u)) for u in range(users)]
         await asyncio.sleep(max(0.0, start + warm - time.perf_counter()))
         t0, c0, d0, m0 = time.perf_counter(), time.process_time(), counter.deltas, lag.mark()
-        s0 = snapshot() if snapshot else {}
+        s0 = await snapshot() if snapshot else {}
         await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
         t1, c1, d1, m1 = time.perf_counter(), time.process_time(), counter.deltas, lag.mark()
-        s1 = snapshot() if snapshot else {}
+        s1 = await snapshot() if snapshot else {}
         if cancel_tail:
             for task in tasks:
                 task.cancel()

@@ -1,4 +1,5 @@
-"""The benchmark's helper processes: the fake server subprocess and, without REDIS_URL, Redis."""
+"""The benchmark's helper processes: the fake server, the stream source, the replicas' helpers,
+and, without REDIS_URL, Redis."""
 
 from __future__ import annotations
 
@@ -49,32 +50,56 @@ class BenchServer:
         result: dict[str, Any] = await self._call("GET", "/stats")
         return result
 
+    async def requests(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/requests")
+        return result
+
     @property
     def platform_url(self) -> str:
         return self.control_url + "/platform"
 
 
+@dataclass
+class StreamSource:
+    """Handle on ``python -m tests.bench.sse_source`` running in its own process."""
+
+    proc: asyncio.subprocess.Process
+    chatbase_url: str
+    control_url: str
+    api_key: str
+    agent_id: str
+    session: aiohttp.ClientSession
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, self.control_url + path, json=body) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def configure(self, **settings: Any) -> None:
+        await self._call("POST", "/config", settings)
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/stats")
+        return result
+
+
 @contextlib.asynccontextmanager
-async def bench_server(*, uvloop: bool = False) -> AsyncIterator[BenchServer]:
-    args = [sys.executable, "-m", "tests.bench.chatbase_server"]
-    if uvloop:
-        args.append("--uvloop")
+async def helper_process(module: str, *args: str) -> AsyncIterator[
+        tuple[asyncio.subprocess.Process, dict[str, Any]]]:
+    """``python -m module`` with its first stdout line (JSON); it exits when its stdin closes
+    (so it never outlives the benchmark), else it is killed after 10 s."""
     proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=_ROOT,
+        sys.executable, "-m", module, *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, cwd=_ROOT,
         env={**os.environ, "PYTHONPATH": str(_ROOT)},
     )
     assert proc.stdout is not None and proc.stdin is not None
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             line = await proc.stdout.readline()
         if not line:
-            raise RuntimeError("the benchmark's fake server did not start")
-        info = json.loads(line)
-        # Many short control calls and platform calls: no connection cap.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            yield BenchServer(proc=proc, chatbase_url=info["chatbase"],
-                              control_url=info["control"], api_key=info["api_key"],
-                              agent_id=info["agent_id"], session=session)
+            raise RuntimeError(f"the benchmark's helper {module} did not start")
+        yield proc, json.loads(line)
     finally:
         with contextlib.suppress(ProcessLookupError, BrokenPipeError, ConnectionResetError):
             proc.stdin.close()
@@ -84,6 +109,27 @@ async def bench_server(*, uvloop: bool = False) -> AsyncIterator[BenchServer]:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def bench_server(*, uvloop: bool = False) -> AsyncIterator[BenchServer]:
+    args = ["--uvloop"] if uvloop else []
+    async with helper_process("tests.bench.chatbase_server", *args) as (proc, info), \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        # Many short control calls and platform calls: no connection cap.
+        yield BenchServer(proc=proc, chatbase_url=info["chatbase"],
+                          control_url=info["control"], api_key=info["api_key"],
+                          agent_id=info["agent_id"], session=session)
+
+
+@contextlib.asynccontextmanager
+async def stream_source(*, uvloop: bool = False) -> AsyncIterator[StreamSource]:
+    args = ["--uvloop"] if uvloop else []
+    async with helper_process("tests.bench.sse_source", *args) as (proc, info), \
+            aiohttp.ClientSession() as session:
+        yield StreamSource(proc=proc, chatbase_url=info["chatbase"],
+                           control_url=info["control"], api_key=info["api_key"],
+                           agent_id=info["agent_id"], session=session)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The benchmark's one command: ``python -m tests.bench.run [--smoke] [--out PATH]``.
+"""The benchmark's one command:
+``python -m tests.bench.run [--smoke] [--only NAME[,NAME...]] [--out PATH]``.
 
 Runs the real relay service (built by ``bridge.app.compose.compose``) on a real Redis (REDIS_URL,
 else an embedded one) against the fake Chatbase in a separate process, and the real Slack and
@@ -22,14 +23,19 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from tests.bench import scenarios
+from tests.bench import report, scenarios
 from tests.bench.load import bridge
-from tests.bench.procs import bench_server, redis_url
+from tests.bench.procs import bench_server, redis_url, stream_source
 from tests.bench.scenarios import FULL, SMOKE, Context, Profile, Tally, timed
+
+# The scenarios, in the order they run; ``--only`` picks some of them by these names.
+SCENARIOS = ("round_trips", "memory", "latency_1", "cpu", "latency_many", "throughput",
+             "slack_429", "discord_429", "cadence", "replicas")
 
 
 class _Collect(logging.Handler):
@@ -53,114 +59,102 @@ def _progress(start: float) -> Any:
     return say
 
 
-async def _run(profile: Profile, progress: Any, use_uvloop: bool) -> dict[str, Any]:
+async def _rounds(progress: Any, name: str, runs: int, make: Callable[[], Awaitable[Any]],
+                  **pids: int | None) -> list[dict[str, Any]]:
+    out = []
+    for i in range(runs):
+        label = name if runs == 1 else f"{name} ({i + 1}/{runs})"
+        out.append(await timed(progress, label, make(), **pids))
+    return out
+
+
+async def _run(profile: Profile, progress: Any, use_uvloop: bool,
+               only: frozenset[str]) -> dict[str, Any]:
     tally = Tally()
     results: dict[str, Any] = {}
+    n = profile.rounds
     with redis_url() as (url, where):
         async with bench_server(uvloop=use_uvloop) as server, bridge(server, url) as built:
             ctx = Context(bridge=built, redis_url=url, profile=profile, tally=tally,
-                          progress=progress)
+                          progress=progress, uvloop=use_uvloop)
             pid = server.proc.pid
-            results["round_trips"] = await timed(progress, "round trips per turn",
-                                                 scenarios.round_trips(ctx), server_pid=pid)
-            results["memory"] = await timed(progress, "memory per answer in flight",
-                                            scenarios.memory(ctx), server_pid=pid)
-            results["latency_1"] = await timed(progress, "first text, one answer",
-                                               scenarios.latency_single(ctx), server_pid=pid)
-            results["cpu"] = await timed(progress, "CPU per delta, bridge vs floor",
-                                         scenarios.cpu(ctx), server_pid=pid)
-            results["latency_many"] = await timed(
-                progress, f"first text, {profile.many_users} answers",
-                scenarios.latency_many(ctx), server_pid=pid)
-            results["throughput"] = await timed(progress, "sustained deltas per second",
-                                                scenarios.throughput(ctx), server_pid=pid)
-        results["slack_429"] = await timed(
-            progress, f"{profile.platform_answers} answers in one Slack workspace",
-            scenarios.slack_pacing(ctx, scale=0.1, answers=profile.platform_answers))
-        results["discord_429"] = await timed(
-            progress, f"{profile.platform_answers} answers in one Discord channel",
-            scenarios.discord_pacing(ctx, answers=profile.platform_answers))
-        progress("update cadence, Slack and Discord")
-        slack, discord = await asyncio.gather(scenarios.slack_cadence(ctx),
-                                              scenarios.discord_cadence(ctx))
-        results["cadence"] = {"slack": slack, "discord": discord}
+            if "round_trips" in only:
+                results["round_trips"] = await _rounds(
+                    progress, "round trips per turn", n,
+                    lambda: scenarios.round_trips(ctx), server_pid=pid)
+            if "memory" in only:
+                results["memory"] = await _rounds(
+                    progress, "memory per answer in flight", n,
+                    lambda: scenarios.memory(ctx), server_pid=pid)
+            if "latency_1" in only:
+                results["latency_1"] = await _rounds(
+                    progress, "first text, one answer", n,
+                    lambda: scenarios.latency_single(ctx), server_pid=pid)
+            if "cpu" in only:
+                results["floor_check"] = await _rounds(
+                    progress, "the floor asks and reads what the bridge does", 1,
+                    lambda: scenarios.floor_check(ctx), server_pid=pid)
+                results["cpu"] = await _rounds(
+                    progress, "CPU per delta, bridge vs floor", n,
+                    lambda: scenarios.cpu(ctx), server_pid=pid)
+            if "latency_many" in only:
+                results["latency_many"] = await _rounds(
+                    progress, f"first text, {profile.many_users} answers", n,
+                    lambda: scenarios.latency_many(ctx), server_pid=pid)
+            if "throughput" in only or "replicas" in only:
+                async with stream_source(uvloop=use_uvloop) as source:
+                    if "throughput" in only:
+                        async with bridge(server, url, source=source) as fed:
+                            fed_ctx = replace(ctx, bridge=fed)
+                            results["throughput"] = await _rounds(
+                                progress, "sustained deltas per second", n,
+                                lambda: scenarios.throughput(fed_ctx, source),
+                                server_pid=pid, source_pid=source.proc.pid)
+                    if "replicas" in only:
+                        for variant in ("shared", "cpu"):
+                            results[f"replicas_{variant}"] = [
+                                await timed(progress, f"{count} replica(s), {variant}",
+                                            scenarios.replicas(ctx, source, count=count,
+                                                               variant=variant),
+                                            source_pid=source.proc.pid)
+                                for count in profile.replica_counts]
+        if "slack_429" in only:
+            results["slack_429"] = await _rounds(
+                progress, f"{profile.platform_answers} answers in one Slack workspace",
+                profile.platform_runs,
+                lambda: scenarios.slack_pacing(ctx, scale=0.1, answers=profile.platform_answers))
+        if "discord_429" in only:
+            results["discord_429"] = await _rounds(
+                progress, f"{profile.platform_answers} answers in one Discord channel",
+                profile.platform_runs,
+                lambda: scenarios.discord_pacing(ctx, answers=profile.platform_answers))
+        if "cadence" in only:
+            results["cadence"] = []
+            for i in range(n):
+                progress(f"update cadence, Slack and Discord ({i + 1}/{n})")
+                slack, discord = await asyncio.gather(scenarios.slack_cadence(ctx),
+                                                      scenarios.discord_cadence(ctx))
+                results["cadence"].append({"slack": slack, "discord": discord})
         results["redis"] = where
     results["correctness"] = {"checked": tally.checked, "wrong": tally.wrong,
                               "problems": tally.problems}
     return results
 
 
-def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+def figures(results: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
+    """The table's rows for this profile."""
+    return report.figures(results, full=profile.name == FULL.name,
+                          platform_runs=profile.platform_runs)
 
 
-def figures(r: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
-    """The table: one row per figure, with what it was measured against."""
-    rows: list[dict[str, Any]] = []
-
-    def row(figure: str, target: str, value: str, met: bool | None, *,
-            timing: bool = True) -> None:
-        if timing and profile.name != FULL.name:
-            met = None  # small numbers check the harness; they say nothing about targets
-        rows.append({"figure": figure, "target": target, "measured": value, "met": met})
-
-    cpu = r["cpu"]
-    spread = "–".join(str(x) for x in (min(cpu["round_ratios"]), max(cpu["round_ratios"])))
-    row("bridge CPU per delta ÷ floor", "≤ 2.0",
-        f"{cpu['ratio']} (rounds {spread}; {cpu['bridge_us_per_delta']} µs vs "
-        f"{cpu['floor_us_per_delta']} µs, {cpu['users']} answers)", cpu["ratio"] <= 2.0)
-    one, many = r["latency_1"], r["latency_many"]
-    hundred = cpu["latency"]
-    row("added time to first text, 1 answer", "—",
-        f"p50 {_fmt(one['p50_ms'])} ms / p99 {_fmt(one['p99_ms'])} ms", None)
-    row(f"added time to first text, {cpu['users']} answers", "—",
-        f"p50 {_fmt(hundred['p50_ms'])} ms / p99 {_fmt(hundred['p99_ms'])} ms", None)
-    p99 = many["p99_ms"]
-    row(f"added time to first text, {many['users']} answers", "p99 ≤ 20 ms at 1,000",
-        f"p50 {_fmt(many['p50_ms'])} ms / p99 {_fmt(p99)} ms (bridge at "
-        f"{many['load']['cpu_util']:.0%} of a core)",
-        None if many["users"] < 1000 else (p99 is not None and p99 <= 20))
-    best = r["throughput"]["best"]
-    if best is None:
-        row("sustained deltas/s, loop lag p99 ≤ 50 ms", "≥ 20,000", "no step within 50 ms",
-            False)
-    else:
-        capacity = round(best["deltas_per_s"] / max(best["cpu_util"], 1e-9))
-        row("sustained deltas/s, loop lag p99 ≤ 50 ms", "≥ 20,000",
-            f"{best['deltas_per_s']:,}/s at {best['cpu_util']:.0%} of a core, lag p99 "
-            f"{best['loop_lag_p99_ms']} ms (≈{capacity:,}/s per core)",
-            best["deltas_per_s"] >= 20_000)
-    slack, discord = r["slack_429"], r["discord_429"]
-    row(f"429s, {slack['answers']} answers in one Slack workspace", "0",
-        str(slack["rate_limited"]), slack["rate_limited"] == 0, timing=False)
-    row(f"429s, {discord['answers']} answers in one Discord channel", "0",
-        str(discord["rate_limited"]), discord["rate_limited"] == 0, timing=False)
-    c = r["correctness"]
-    share = 100.0 * (c["checked"] - c["wrong"]) / max(1, c["checked"])
-    row("final texts equal to the agent's answer", "100 %",
-        f"{share:.1f} % of {c['checked']}", c["wrong"] == 0, timing=False)
-    for name, cad in r["cadence"].items():
-        row(f"longest gap between updates, {name}, alone", f"≤ {_fmt(cad['limit_ms'])} ms",
-            f"{_fmt(cad['max_gap_ms'])} ms over {cad['updates']} updates", cad["met"])
-    rt = r["round_trips"]
-    row("Redis round trips per turn (pacing apart)", "≤ 4; pacing ≤ 1 per call",
-        f"{rt['per_turn']}; pacing {rt['pacing_per_platform_call']} per call",
-        rt["per_turn"] <= 4 and rt["pacing_per_platform_call"] <= 1, timing=False)
-    mem = r["memory"]
-    row(f"memory per answer in flight ({mem['answers']} parked)", "≤ 64 KiB",
-        f"{mem['python_heap_kib_per_answer']} KiB heap, {mem['rss_kib_per_answer']} KiB RSS",
-        max(mem["python_heap_kib_per_answer"], mem["rss_kib_per_answer"]) <= 64)
-    return rows
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    marks = {True: "yes", False: "NO", None: "—"}
-    lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
-    lines += [f"| {x['figure']} | {x['target']} | {x['measured']} | {marks[x['met']]} |"
-              for x in rows]
-    return "\n".join(lines)
+def _only(value: str) -> frozenset[str]:
+    names = frozenset(x.strip() for x in value.split(",") if x.strip())
+    unknown = names - set(SCENARIOS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from {', '.join(SCENARIOS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="small numbers, seconds: checks the harness and the answers")
     parser.add_argument("--out", type=Path, default=Path("bench-report.json"),
                         help="where to write the JSON report (default: bench-report.json)")
+    parser.add_argument("--only", type=_only, default=frozenset(SCENARIOS),
+                        metavar="NAME[,NAME...]",
+                        help="run only these scenarios (for profiling), of: "
+                             + ", ".join(SCENARIOS))
     parser.add_argument("--uvloop", action="store_true",
                         help="run the bridge (and the fake) on uvloop (the 'speed' extra)")
     args = parser.parse_args(argv)
@@ -179,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(logging.WARNING)
     started = time.perf_counter()
     progress = _progress(started)
-    report: dict[str, Any] = {
+    out: dict[str, Any] = {
         "command": " ".join(["python -m tests.bench.run", *(argv or sys.argv[1:])]),
         "profile": asdict(profile),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "event_loop": "uvloop" if args.uvloop else "asyncio",
+        "scenarios": [x for x in SCENARIOS if x in args.only],
         "machine_before": scenarios.machine(),
     }
     if args.uvloop:
@@ -193,26 +192,31 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     status = 0
     try:
-        results = asyncio.run(_run(profile, progress, args.uvloop))
+        results = asyncio.run(_run(profile, progress, args.uvloop, args.only))
     except Exception:
         traceback.print_exc()
-        report["error"] = traceback.format_exc()
+        out["error"] = traceback.format_exc()
         status = 1
     else:
         rows = figures(results, profile)
-        report.update(results=results, figures=rows, table=table(rows))
-        print(table(rows))
+        steps = report.steps_table(results)
+        out.update(results=results, figures=rows, table=report.table(rows),
+                   throughput_steps=steps)
+        print(report.table(rows))
+        if steps:
+            print("\nThroughput steps (offered: due by the source's clock; achieved: received "
+                  "by the service):\n" + steps)
         wrong = results["correctness"]["wrong"]
         if wrong:
             status = 1
             print(f"\n{wrong} answer(s) wrong:", *results["correctness"]["problems"],
                   sep="\n  ")
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    report["machine_after"] = scenarios.machine()
-    report["log"] = {"counts": dict(collect.counts), "samples": collect.samples}
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["machine_after"] = scenarios.machine()
+    out["log"] = {"counts": dict(collect.counts), "samples": collect.samples}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"\nreport: {args.out} ({report['seconds']} s)", file=sys.stderr)
+    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    print(f"\nreport: {args.out} ({out['seconds']} s)", file=sys.stderr)
     return status
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import json
 import os
 import statistics
 import time
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import psutil
 import redis.asyncio as aioredis
 
@@ -23,11 +25,13 @@ from adapters.discord.sink import DEFAULT_INTERVAL
 from adapters.slack.sink import SlackPacing
 from tests.bench.answers import answer_for, answer_text, question
 from tests.bench.instrument import AnswerRecord, DeltaCounter, percentile
-from tests.bench.load import Bridge, Window, ask, closed_loop, floor_answer
+from tests.bench.load import Bridge, Floor, Window, ask, closed_loop
+from tests.bench.procs import StreamSource, helper_process
 from tests.fakes.chatbase import Answer
 from tests.fakes.discord_stack import RATE_WINDOW, DiscordStack, discord_stack
 from tests.fakes.harness import counter_value
-from tests.fakes.slack import event_envelope, mention_event
+from tests.fakes.slack import FakeSlack, Tiers, event_envelope, mention_event
+from tests.fakes.slack_stack import JITTER as SLACK_JITTER
 from tests.fakes.slack_stack import slack_stack
 
 # The Discord test stack's fake counts 5 writes per RATE_WINDOW (5 s scaled down).
@@ -39,24 +43,26 @@ class Profile:
     """Sizes of one run. ``full`` is the documented run; ``smoke`` checks the harness."""
 
     name: str
+    rounds: int = 3  # each timing figure is measured this many times (median or worst)
+    platform_runs: int = 10  # consecutive runs of each 429 scenario
     ttft: float = 0.3  # time to the first token, seconds
     delay: float = 0.02  # between two deltas of one answer: 50 deltas/s, a model's pace
     words: int = 200  # deltas per answer (about 1,300 characters)
     latency: float = 0.05  # platform call latency, seconds
     interval: float = 1.0  # platform budget per channel (Discord: 5 writes per 5 s)
     cpu_users: int = 100
-    cpu_measure: float = 12.0
-    cpu_rounds: int = 2
+    cpu_measure: float = 8.0
     single_answers: int = 10
     single_words: int = 20
     many_users: int = 1000
     many_delay: float = 0.2  # 5 deltas/s each: 5,000 deltas/s in all
     many_words: int = 60
-    many_measure: float = 8.0
-    tput_steps: tuple[int, ...] = (100, 150, 200)
+    many_measure: float = 6.0
+    # Streams at 100 deltas/s each, stepped up until the loop lags or the rate is not met.
+    tput_steps: tuple[int, ...] = (100, 150, 220, 330, 500, 750)
     tput_delay: float = 0.01
     tput_words: int = 300
-    tput_measure: float = 6.0
+    tput_measure: float = 5.0
     mem_answers: int = 1000
     mem_hold: int = 30
     mem_spread: float = 3.0  # seconds over which the parked answers arrive
@@ -65,15 +71,20 @@ class Profile:
     platform_words: int = 200
     cadence_words: int = 160
     cadence_delay: float = 0.05
+    replica_counts: tuple[int, ...] = (1, 2, 3)
+    replica_answers: int = 48  # one Slack workspace: the platform's budget is the bound
+    replica_cpu_answers: int = 600  # a workspace each, streamed at once: CPU is the bound
+    replica_cpu_words: int = 60
 
 
 FULL = Profile(name="full")
 SMOKE = Profile(
-    name="smoke", words=40, delay=0.01, cpu_users=8, cpu_measure=1.0, cpu_rounds=1,
-    single_answers=3, single_words=10, many_users=30, many_words=20, many_delay=0.02,
-    many_measure=1.0, tput_steps=(20,), tput_words=40, tput_measure=1.0, mem_answers=10,
-    mem_hold=5, mem_spread=0.2, turns_users=4, platform_answers=5, platform_words=20,
-    cadence_words=30,
+    name="smoke", rounds=1, platform_runs=1, words=40, delay=0.01, cpu_users=8,
+    cpu_measure=1.0, single_answers=3, single_words=10, many_users=30, many_words=20,
+    many_delay=0.02, many_measure=1.0, tput_steps=(10, 20), tput_words=40, tput_measure=1.0,
+    mem_answers=10, mem_hold=5, mem_spread=0.2, turns_users=4, platform_answers=5,
+    platform_words=20, cadence_words=30, replica_counts=(1, 2), replica_answers=6,
+    replica_cpu_answers=12, replica_cpu_words=10,
 )
 
 
@@ -110,6 +121,16 @@ class Context:
     profile: Profile
     tally: Tally
     progress: Callable[[str], None]
+    uvloop: bool = False
+
+
+_round = itertools.count()
+
+
+def _fresh() -> int:
+    """The first of a range of people nobody asked as yet: each round starts new
+    conversations, as the first did (the fake forgets its conversations between rounds)."""
+    return 2_000_000 + next(_round) * 100_000
 
 
 def _ms(value: float | None) -> float | None:
@@ -159,10 +180,11 @@ async def round_trips(ctx: Context) -> dict[str, Any]:
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
     # Scripts load on first use (one extra trip each, once per Redis server): not a turn cost.
-    ctx.tally.records("warm-up", [await ask(b, 10_000, 10, interval=p.interval)])
+    ctx.tally.records("warm-up", [await ask(b, _fresh(), 10, interval=p.interval)])
     trips, paced = b.round_trips, b.slots.calls
     records: list[AnswerRecord] = []
-    users = range(10_001, 10_001 + p.turns_users)
+    first = _fresh()
+    users = range(first, first + p.turns_users)
     for _ in range(2):  # a new conversation, then a follow-up in it
         records += await asyncio.gather(*(ask(b, u, 30, interval=p.interval) for u in users))
     ctx.tally.records("round trips", records)
@@ -196,11 +218,12 @@ async def memory(ctx: Context) -> dict[str, Any]:
     overhead0 = tracemalloc.get_tracemalloc_memory()
     records: list[AnswerRecord] = []
     tasks: list[asyncio.Task[AnswerRecord]] = []
+    first = _fresh()
     try:
         # Questions arrive over a couple of seconds, as they would: a burst of n at once
         # would also measure connection pools grown for the burst, not answers.
         for i in range(n):
-            tasks.append(asyncio.create_task(ask(b, 20_000 + i, p.words, interval=p.interval,
+            tasks.append(asyncio.create_task(ask(b, first + i, p.words, interval=p.interval,
                                                  started=records)))
             await asyncio.sleep(p.mem_spread / n)
         deadline = time.monotonic() + 120
@@ -233,64 +256,103 @@ async def memory(ctx: Context) -> dict[str, Any]:
 
 
 async def cpu(ctx: Context) -> dict[str, Any]:
-    """Bridge and floor, interleaved, under the same load; also the latency at that load."""
+    """One round: a bridge window, then a floor window right after it (same machine weather)
+    under the same load from the same Chatbase; also the latency at that load."""
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, delta_delay=p.delay)
     seconds = _answer_seconds(p, p.words, p.delay)
-    bridge_runs: list[Window] = []
-    floor_runs: list[Window] = []
 
-    def snapshot() -> dict[str, float]:
+    async def snapshot() -> dict[str, float]:
         return {"platform_calls": b.counter.platform_calls, "pacing": b.slots.calls,
                 "store_trips": b.round_trips}
 
-    for round_no in range(p.cpu_rounds):
-        ctx.progress(f"cpu round {round_no + 1}: bridge")
-        window = await closed_loop(
-            users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
-            one=lambda u: ask(b, u, p.words, interval=p.interval), counter=b.counter,
-            snapshot=snapshot,
-        )
-        ctx.tally.records("cpu", window.records)
-        bridge_runs.append(window)
-        ctx.progress(f"cpu round {round_no + 1}: floor")
-        counter = DeltaCounter()
+    ctx.progress("cpu: bridge")
+    first = _fresh()
+    bw = await closed_loop(
+        users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
+        one=lambda u: ask(b, first + u, p.words, interval=p.interval), counter=b.counter,
+        snapshot=snapshot,
+    )
+    ctx.tally.records("cpu", bw.records)
+    ctx.progress("cpu: floor")
+    counter = DeltaCounter()
+    floor = Floor(b.composed.session, b.source, counter)
 
-        async def floor_one(user: int, counter: DeltaCounter = counter) -> None:
-            await floor_answer(b.composed.session, b.server, user, p.words, counter)
+    async def floor_one(user: int) -> None:
+        await floor.answer(first + user, p.words)
 
-        floor_runs.append(await closed_loop(
-            users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
-            one=floor_one, counter=counter, cancel_tail=True,
-        ))
-    bridge_us = [w.cpu / max(1, w.deltas) * 1e6 for w in bridge_runs]
-    floor_us = [w.cpu / max(1, w.deltas) * 1e6 for w in floor_runs]
-    ratios = [bu / fu for bu, fu in zip(bridge_us, floor_us, strict=True)]
-    records = [r for w in bridge_runs for r in _in_window(w.records, w)]
-    calls = [r for w in bridge_runs for r in w.records]
-    deltas = max(1, sum(w.deltas for w in bridge_runs))
-    totals = {k: sum(w.extra[k] for w in bridge_runs)
-              for k in ("platform_calls", "pacing", "store_trips")}
+    fw = await closed_loop(
+        users=p.cpu_users, answer_seconds=seconds, warm=seconds, measure=p.cpu_measure,
+        one=floor_one, counter=counter, cancel_tail=True,
+    )
+    bridge_us = bw.cpu / max(1, bw.deltas) * 1e6
+    floor_us = fw.cpu / max(1, fw.deltas) * 1e6
+    deltas = max(1, bw.deltas)
+    totals = {k: bw.extra[k] for k in ("platform_calls", "pacing", "store_trips")}
     totals["store_trips"] -= totals["pacing"]
     # Calls per second of streaming (per 1/delay deltas) of one answer, besides the deltas.
     per_stream_second = {k: round(v / deltas / p.delay, 2) for k, v in totals.items()}
     return {
         "users": p.cpu_users,
-        "bridge_us_per_delta": round(statistics.median(bridge_us), 1),
-        "floor_us_per_delta": round(statistics.median(floor_us), 1),
-        # Each round pairs a bridge run with the floor run right after it (same machine
-        # weather); the figure is the median of those pairs.
-        "ratio": round(statistics.median(ratios), 2),
-        "round_ratios": [round(r, 2) for r in ratios],
-        "rounds": [{"bridge": _load(bw), "floor": _load(fw)}
-                   for bw, fw in zip(bridge_runs, floor_runs, strict=True)],
+        "bridge_us_per_delta": round(bridge_us, 1),
+        "floor_us_per_delta": round(floor_us, 1),
+        "ratio": round(bridge_us / floor_us, 2) if floor_us else None,
+        "bridge": _load(bw),
+        "floor": _load(fw),
         "calls_per_stream_second": {"platform": per_stream_second["platform_calls"],
                                     "pacing_redis": per_stream_second["pacing"],
                                     "turn_redis": per_stream_second["store_trips"]},
-        "latency": _latency(records),
+        "latency": _latency(_in_window(bw.records, bw)),
         "platform_calls_per_answer": round(
-            statistics.mean(len(r.text_calls) for r in calls), 1) if calls else None,
-        "rate_limited": sum(r.rate_limited for r in calls),
+            statistics.mean(len(r.text_calls) for r in bw.records), 1) if bw.records else None,
+        "rate_limited": sum(r.rate_limited for r in bw.records),
+    }
+
+
+# Request headers that differ between any two requests, whoever makes them.
+_VOLATILE = frozenset({"content-length"})
+
+
+async def floor_check(ctx: Context) -> dict[str, Any]:
+    """The floor reads what the bridge reads: the same questions (a new conversation and a
+    follow-up) asked by the bridge and by the floor, over the same session to the same
+    Chatbase; the requests as the server received them (headers, body fields) must be alike
+    and every answer must bring the same number of text deltas to both."""
+    p, b = ctx.profile, ctx.bridge
+    await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
+    seeds = [1_000_001, 1_000_002]
+    asker = _fresh()
+    bridge_deltas: dict[int, int] = {}
+    for seed in seeds:
+        record = await ask(b, asker, p.words, interval=p.interval, seed=seed)
+        ctx.tally.records("floor check", [record])
+        bridge_deltas[seed] = record.deltas
+    bridge_seen = await b.server.requests()
+    await _configure(ctx, first_token_delay=0.0, delta_delay=0.0)
+    floor = Floor(b.composed.session, b.source, DeltaCounter())
+    for seed in seeds:
+        await floor.answer(asker + 1, p.words, seed=seed)
+    floor_seen = await b.server.requests()
+
+    def shape(seen: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"headers": {k: v for k, v in r["headers"].items()
+                             if k.lower() not in _VOLATILE},
+                 "fields": r["fields"], "path": r["path"]} for r in seen["chat"]]
+
+    bridge_shape, floor_shape = shape(bridge_seen), shape(floor_seen)
+    for one in (*bridge_shape, *floor_shape):
+        # The userId names the asker (a different one each) and the conversation is each
+        # one's own: the fields are compared, not their values.
+        one["headers"].pop("Authorization", None)
+    same_requests = bridge_shape == floor_shape
+    same_deltas = bridge_deltas == floor.answers
+    return {
+        "same_requests": same_requests,
+        "same_deltas": same_deltas,
+        "ok": same_requests and same_deltas,
+        "bridge_requests": bridge_shape,
+        "floor_requests": floor_shape,
+        "deltas": {"bridge": bridge_deltas, "floor": floor.answers},
     }
 
 
@@ -301,7 +363,8 @@ async def latency_single(ctx: Context) -> dict[str, Any]:
     """One answer at a time: the added latency on an idle bridge."""
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, delta_delay=p.delay)
-    records = [await ask(b, 30_000, p.single_words, interval=p.interval)
+    user = _fresh()
+    records = [await ask(b, user, p.single_words, interval=p.interval)
                for _ in range(p.single_answers)]
     ctx.tally.records("latency@1", records)
     return _latency(records)
@@ -312,9 +375,10 @@ async def latency_many(ctx: Context) -> dict[str, Any]:
     p, b = ctx.profile, ctx.bridge
     await _configure(ctx, delta_delay=p.many_delay)
     seconds = _answer_seconds(p, p.many_words, p.many_delay)
+    first = _fresh()
     window = await closed_loop(
         users=p.many_users, answer_seconds=seconds, warm=seconds, measure=p.many_measure,
-        one=lambda u: ask(b, 40_000 + u, p.many_words, interval=p.interval), counter=b.counter,
+        one=lambda u: ask(b, first + u, p.many_words, interval=p.interval), counter=b.counter,
     )
     ctx.tally.records(f"latency@{p.many_users}", window.records)
     return {"users": p.many_users, **_latency(_in_window(window.records, window)),
@@ -324,26 +388,93 @@ async def latency_many(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------- throughput
 
 
-async def throughput(ctx: Context) -> dict[str, Any]:
-    """Steps of more and more streams at 100 deltas/s each; the best step whose loop lag
-    p99 stays within 50 ms is the sustained rate."""
+# A step's offered rate counts as achieved when the bridge received this share of it.
+ACHIEVED = 0.95
+LAG_LIMIT_MS = 50.0
+# Per-core throughput is only taken where the bridge used at least this much of a core.
+MIN_CORE = 0.5
+# The stream source at this share of a core or more may be what limits the step.
+SOURCE_BUSY = 0.85
+
+
+async def throughput(ctx: Context, source: StreamSource) -> dict[str, Any]:
+    """Steps of more and more streams at 100 deltas/s each from the stream source (its own
+    process), until the loop lag p99 exceeds 50 ms or the bridge receives less than 95 % of
+    what the source offered. Per step: offered (the deltas the source's clock made due on the
+    open streams) and achieved (the deltas the service received) per second, the CPU share
+    of the bridge, the source and the platform process, and the loop lag. The figure is the
+    best step within the lag limit that achieved its offered rate, per core of the bridge's
+    CPU, taken only where the bridge used at least half a core."""
     p, b = ctx.profile, ctx.bridge
-    await _configure(ctx, delta_delay=p.tput_delay)
+    await b.server.reset()
+    await b.server.configure(platform_latency=p.latency)
+    await source.configure(first_token_delay=p.ttft, delta_delay=p.tput_delay)
     seconds = _answer_seconds(p, p.tput_words, p.tput_delay)
-    steps = []
+    source_pid, server_pid = source.proc.pid, b.server.proc.pid
+    steps: list[dict[str, Any]] = []
+    stopped = "all steps ran"
     for users in p.tput_steps:
-        ctx.progress(f"throughput: {users} streams")
+        ctx.progress(f"throughput: {users} streams ({round(users / p.tput_delay):,} deltas/s "
+                     "nominal)")
+
+        async def snapshot() -> dict[str, float]:
+            stats = await source.stats()
+            return {"source_cpu": _proc_cpu(source_pid), "server_cpu": _proc_cpu(server_pid),
+                    "scheduled": stats["deltas_scheduled"], "written": stats["deltas_written"],
+                    "held_back": stats["held_back"]}
+
+        first = _fresh()
+
+        async def one(user: int, first: int = first) -> AnswerRecord:
+            return await ask(b, first + user, p.tput_words, interval=p.interval)
+
         window = await closed_loop(
             users=users, answer_seconds=seconds, warm=seconds, measure=p.tput_measure,
-            one=lambda u: ask(b, 50_000 + u, p.tput_words, interval=p.interval),
-            counter=b.counter,
+            one=one, counter=b.counter, snapshot=snapshot,
         )
         ctx.tally.records("throughput", window.records)
-        steps.append({"streams": users, "offered_per_s": round(users / p.tput_delay),
-                      **_load(window)})
-    good = [s for s in steps if (s["loop_lag_p99_ms"] or 0) <= 50]
-    best = max(good, key=lambda s: s["deltas_per_s"], default=None)
-    return {"steps": steps, "best": best}
+        load = _load(window)
+        secs = window.seconds or 1e-9
+        offered = window.extra["scheduled"] / secs
+        written = window.extra["written"] / secs
+        step = {
+            "streams": users,
+            "nominal_per_s": round(users / p.tput_delay),
+            "offered_per_s": round(offered),
+            "source_written_per_s": round(written),
+            "achieved_per_s": load["deltas_per_s"],
+            "bridge_cores": load["cpu_util"],
+            "source_cores": round(window.extra["source_cpu"] / secs, 3),
+            "platform_server_cores": round(window.extra["server_cpu"] / secs, 3),
+            "source_held_back": window.extra["held_back"],
+            **load,
+        }
+        step["achieved"] = step["achieved_per_s"] >= ACHIEVED * max(1, step["offered_per_s"])
+        step["within_lag"] = (step["loop_lag_p99_ms"] or 0.0) <= LAG_LIMIT_MS
+        step["per_core"] = (round(step["achieved_per_s"] / step["bridge_cores"])
+                            if step["bridge_cores"] >= MIN_CORE else None)
+        steps.append(step)
+        if not step["within_lag"]:
+            stopped = f"loop lag p99 over {LAG_LIMIT_MS:g} ms"
+            break
+        if not step["achieved"]:
+            stopped = "offered rate not achieved"
+            break
+    good = [s for s in steps if s["within_lag"] and s["achieved"]]
+    counted = [s for s in good if s["per_core"] is not None]
+    best = max(counted, key=lambda s: s["per_core"], default=None)
+    last = steps[-1]
+    return {
+        "steps": steps,
+        "stopped": stopped,
+        "best": best,
+        "best_achieved_per_s": max((s["achieved_per_s"] for s in good), default=None),
+        "per_core": best["per_core"] if best else None,
+        # The source is the limit when it, not the bridge, was near a full core at the end.
+        "source_was_limit": last["source_cores"] >= SOURCE_BUSY
+        and last["bridge_cores"] < SOURCE_BUSY,
+        "max_source_cores": max(s["source_cores"] for s in steps),
+    }
 
 
 # --------------------------------------------------------------------------- platforms
@@ -533,22 +664,27 @@ def _proc_cpu(pid: int | None) -> float:
 
 
 async def timed(progress: Callable[[str], None], name: str, run: Awaitable[dict[str, Any]],
-                *, server_pid: int | None = None) -> dict[str, Any]:
+                *, server_pid: int | None = None, source_pid: int | None = None
+                ) -> dict[str, Any]:
     """Runs a scenario and notes where the machine's CPU went meanwhile (cores in use):
-    this process, the fake server process, and everything else (Redis, other programs)."""
+    this process, the fake server process, the stream source process, and everything else
+    (Redis, replicas, other programs)."""
     progress(name)
     started = time.perf_counter()
-    busy, mine, server = _busy(), time.process_time(), _proc_cpu(server_pid)
+    busy, mine = _busy(), time.process_time()
+    server, source = _proc_cpu(server_pid), _proc_cpu(source_pid)
     result = await run
     seconds = time.perf_counter() - started
     used_mine = time.process_time() - mine
     used_server = _proc_cpu(server_pid) - server
+    used_source = _proc_cpu(source_pid) - source
     result["_seconds"] = round(seconds, 1)
     result["_cores"] = {
         "bench_process": round(used_mine / seconds, 2),
         "fake_server": round(used_server / seconds, 2),
-        "everything_else": round(max(0.0, _busy() - busy - used_mine - used_server) / seconds,
-                                 2),
+        "stream_source": round(used_source / seconds, 2),
+        "everything_else": round(max(0.0, _busy() - busy - used_mine - used_server
+                                     - used_source) / seconds, 2),
     }
     return result
 
@@ -556,3 +692,125 @@ async def timed(progress: Callable[[str], None], name: str, run: Awaitable[dict[
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}
+
+
+# --------------------------------------------------------------------------- replicas
+
+_REPLICA_START = 60.0  # seconds; a healthy start takes a second or two
+
+
+async def _deliver(session: aiohttp.ClientSession, url: str, slack: FakeSlack,
+                   payload: dict[str, Any]) -> None:
+    body = json.dumps(payload)
+    async with session.post(url, data=body.encode(), headers={
+            **slack.signed_headers(body), "content-type": "application/json"}) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"a replica answered an event with HTTP {response.status}")
+
+
+async def replicas(ctx: Context, source: StreamSource, *, count: int,
+                   variant: str) -> dict[str, Any]:
+    """``count`` bridge replicas (``tests.bench.replica``: each its own process, built by the
+    product's composition, the real Slack adapter) on one Redis, one fake Slack and one
+    Chatbase (the stream source); a fixed set of questions dealt round-robin to them.
+
+    ``shared``: every question a mention in one channel of one workspace, whose per-method
+    tiers the fake enforces (429 + Retry-After), time scaled 10× like the 429 scenario: the
+    platform's budget is the bound, shared through Redis, so answers/s stays flat and no
+    call may get a 429. ``cpu``: every question from a workspace of its own (its own budget;
+    the fake enforces none) and the answer streamed at once: the bridge's CPU is the bound."""
+    p = ctx.profile
+    shared = variant == "shared"
+    answers = p.replica_answers if shared else p.replica_cpu_answers
+    words = p.platform_words if shared else p.replica_cpu_words
+    scale = 0.1
+    if shared:
+        await source.configure(first_token_delay=p.ttft, delta_delay=p.delay)
+    else:
+        await source.configure(first_token_delay=0.0, delta_delay=0.0)
+    tiers = Tiers().scaled(scale, jitter=SLACK_JITTER) if shared else Tiers(limits={})
+    async with _prefix(ctx.redis_url) as prefix, FakeSlack(tiers=tiers) as slack, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session, \
+            contextlib.AsyncExitStack() as stack:
+        values = {
+            "CHATBASE_API_KEY": source.api_key, "CHATBASE_AGENT_ID": source.agent_id,
+            "CHATBASE_API_BASE": source.chatbase_url, "REDIS_URL": ctx.redis_url,
+            "BRIDGE_REDIS_PREFIX": prefix, "BRIDGE_USER_QUOTA": 0,
+            "BRIDGE_CHATBASE_RATE_LIMIT": 1_000_000,
+            "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_API_URL": slack.api_url,
+            "SLACK_SIGNING_SECRET": slack.signing_secret, "BENCH_SCALE": scale,
+        }
+        ctx.progress(f"replicas ({variant}): starting {count}")
+        started = await asyncio.gather(*(
+            stack.enter_async_context(helper_process("tests.bench.replica", json.dumps(values)))
+            for _ in range(count)))
+        procs = [proc for proc, _ in started]
+        urls = [info["events"] for _, info in started]
+        controls = [info["control"] for _, info in started]
+        expected: dict[tuple[str, str], str] = {}
+        events = []
+        for i in range(answers):
+            seed = 200_000 + i
+            ts = f"17{i:08d}.000200"
+            team = "T0TEAM" if shared else f"T0W{i:05d}"
+            channel = "C0CHAN" if shared else f"C0W{i:05d}"
+            expected[(channel, ts)] = answer_text(seed, words)
+            events.append((urls[i % count], event_envelope(mention_event(
+                text=f"<@UBOT> {question(seed, words)}", ts=ts, user=f"U0R{i:05d}",
+                channel=channel, team=team), team_id=team)))
+        gate = asyncio.Semaphore(50)
+
+        async def send(url: str, payload: dict[str, Any]) -> None:
+            async with gate:
+                await _deliver(session, url, slack, payload)
+
+        async def finished(n: int, since: int) -> None:
+            deadline = time.monotonic() + 300
+            while (await source.stats())["streams_finished"] - since < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replicas did not finish their answers in 300 s")
+                # The answers are in other processes: their progress is read, not awaited.
+                await asyncio.sleep(0.05)
+            for control in controls:
+                async with session.get(f"{control}/idle") as response:
+                    response.raise_for_status()
+
+        if not shared:
+            # A fresh process's first answers pay for connections, scripts and first calls;
+            # only warm replicas are timed. (Not in one workspace: the warm-up would spend
+            # the budget the timed answers share.)
+            warm = (await source.stats())["streams_finished"]
+            await asyncio.gather(*(send(url, event_envelope(mention_event(
+                text=f"<@UBOT> {question(300_000 + k, 10)}", ts=f"18{k:08d}.000300",
+                user=f"U0WARM{k:03d}", channel=f"C0WARM{k:03d}", team=f"T0WARM{k:03d}"),
+                team_id=f"T0WARM{k:03d}")) for k, url in enumerate(urls)))
+            await finished(len(urls), warm)
+            for k in range(len(urls)):
+                ctx.tally.check("replicas warm-up", "".join(slack.thread_texts(
+                    f"C0WARM{k:03d}", f"18{k:08d}.000300")), answer_text(300_000 + k, 10))
+        before = await source.stats()
+        cpu0 = [_proc_cpu(proc.pid) for proc in procs]
+        ctx.progress(f"replicas ({variant}): {answers} answers over {count}")
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(url, payload) for url, payload in events))
+        await finished(answers, before["streams_finished"])
+        elapsed = time.perf_counter() - t0
+        cores = sum(_proc_cpu(proc.pid) - c for proc, c in zip(procs, cpu0, strict=True))
+        wrong_before = ctx.tally.wrong
+        for (channel, ts), text in expected.items():
+            ctx.tally.check(f"replicas {variant} x{count}",
+                            "".join(slack.thread_texts(channel, ts)), text)
+        calls = [c for c in slack.calls if c.method.startswith("chat.")]
+        return {
+            "replicas": count,
+            "variant": variant,
+            "answers": answers,
+            "seconds": round(elapsed, 2),
+            "answers_per_s": round(answers / elapsed, 2),
+            "rate_limited": len(slack.rate_limited),
+            "exact": ctx.tally.wrong == wrong_before,
+            "replica_cores": round(cores / elapsed, 2),
+            "calls": {m: sum(1 for c in calls if c.method == m)
+                      for m in sorted({c.method for c in calls})},
+        }
