@@ -29,6 +29,13 @@ from bridge.store import Store
 
 log = logging.getLogger(__name__)
 
+# The garbage collector's thresholds once the bridge runs: a young collection after 50,000
+# new container objects instead of 700, a middle one every 20 of those, a full one at most
+# every 100 middle ones (and only when a quarter of the old generation is new, CPython's own
+# rule). Measured with 1,000 answers in flight: 8 % less CPU and p99 added time to first
+# text 15 ms instead of 70 ms (docs/performance.md).
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 class Runtime:
     """``async with Runtime(settings=...) as rt:`` gives a ready service; ``await rt.serve(stop)``
@@ -122,15 +129,20 @@ class Runtime:
         return checks
 
     @staticmethod
-    def freeze_startup_objects() -> None:
-        """Take what start-up left alive out of the garbage collector's sight.
+    def prepare_heap() -> None:
+        """Once start-up is done: take what it left alive out of the garbage collector's
+        sight, and collect less often.
 
         Modules, SDK tables, clients and settings live as long as the process; left in the
         collected generations, every full collection walks them again (some 150,000 objects,
         up to hundreds of milliseconds in which no answer advances once many answers are in
-        flight; docs/performance.md)."""
+        flight). With hundreds of answers in flight the default thresholds (700, 10, 10) run
+        a young collection every few milliseconds and a full one every few seconds, each a
+        pause for every answer; ``GC_THRESHOLDS`` makes both far rarer (docs/performance.md).
+        """
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down gracefully."""
@@ -183,7 +195,7 @@ class Runtime:
                 await adapter.start()
                 started.append(adapter)
                 log.info("%s connected", adapter.name)
-            self.freeze_startup_objects()
+            self.prepare_heap()
             await stop.wait()
             log.info("shutting down: no new messages; finishing answers in flight")
         finally:

@@ -105,7 +105,7 @@ async def bridge(server: BenchServer, redis_url: str, *, source: ChatbaseEndpoin
         wrap_slots=count_slots,
     ) as composed:
         # What Runtime.serve does once the platforms are connected.
-        Runtime.freeze_startup_objects()
+        Runtime.prepare_heap()
         try:
             yield Bridge(composed, counted[0], counter, server, source)
         finally:

@@ -51,7 +51,7 @@ async def serve(values: dict[str, Any]) -> None:
         server = TestServer(http_app, host="127.0.0.1", port=0)
         await server.start_server()
         await adapter.start()
-        Runtime.freeze_startup_objects()  # what Runtime.serve does once connected
+        Runtime.prepare_heap()  # what Runtime.serve does once connected
         print(json.dumps({"events": str(server.make_url(EVENTS_PATH)),
                           "control": str(server.make_url("/bench"))}), flush=True)
         loop = asyncio.get_running_loop()
