@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bridge.core.errors import CREDITS_EXHAUSTED
@@ -34,6 +42,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The process's CPU, memory and collections: with bridge_stream_deltas_total the
+        # benchmark's CPU per delta, live (docs/performance.md).
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.answers = Counter(
             "bridge_answers", "Answers finished, by platform and outcome.",
             ["platform", "outcome"], registry=r,
