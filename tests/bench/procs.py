@@ -22,8 +22,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class BenchServer:
-    """Handle on ``python -m tests.bench.chatbase_server`` running in its own process."""
+class _HelperServer:
+    """A helper process serving a fake Chatbase endpoint and a control API."""
 
     proc: asyncio.subprocess.Process
     chatbase_url: str
@@ -40,15 +40,20 @@ class BenchServer:
     async def configure(self, **settings: Any) -> None:
         await self._call("POST", "/config", settings)
 
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/stats")
+        return result
+
+
+@dataclass
+class BenchServer(_HelperServer):
+    """Handle on ``python -m tests.bench.chatbase_server`` running in its own process."""
+
     async def release(self) -> int:
         return int((await self._call("POST", "/release", {}))["released"])
 
     async def reset(self) -> None:
         await self._call("POST", "/reset", {})
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/stats")
-        return result
 
     async def requests(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/requests")
@@ -60,27 +65,8 @@ class BenchServer:
 
 
 @dataclass
-class StreamSource:
+class StreamSource(_HelperServer):
     """Handle on ``python -m tests.bench.sse_source`` running in its own process."""
-
-    proc: asyncio.subprocess.Process
-    chatbase_url: str
-    control_url: str
-    api_key: str
-    agent_id: str
-    session: aiohttp.ClientSession
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(method, self.control_url + path, json=body) as resp:
-            resp.raise_for_status()
-            return await resp.json()
-
-    async def configure(self, **settings: Any) -> None:
-        await self._call("POST", "/config", settings)
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/stats")
-        return result
 
 
 @contextlib.asynccontextmanager
