@@ -29,7 +29,7 @@ from bridge.core.errors import (
     StoreError,
 )
 from bridge.store import connection
-from bridge.store.connection import Connector, Target, ping
+from bridge.store.connection import Target
 from bridge.store.embedded import EmbeddedRedis
 
 __all__ = [
@@ -203,36 +203,15 @@ def _chatbase_refusal(exc: ChatbaseAPIError, access: AgentAccess) -> str:
 # ---------------------------------------------------------------------------- Redis
 
 
-def redis_address(url: str) -> str:
-    """Where a Redis URL points, without its credentials."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path or url.split("?", 1)[0].removeprefix("unix://")
-    host = parts.hostname or "localhost"
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        port = 6379
-    return f"{host}:{port}"
-
-
 async def ping_redis(target: Target) -> str:
     """PING the Redis of ``target`` once, through the bridge's own connection factory with
     check's short timeouts; returns where it answered. ``StoreError`` (``ConfigError`` for
     an unusable TLS file) names the setting to fix, never a password."""
-    target.check_files()
-    connector = Connector(target)
-    try:
-        client = connector.client(max_connections=2, pool_wait=CHECK_TIMEOUT / 2,
-                                  connect_timeout=CHECK_TIMEOUT / 2,
-                                  socket_timeout=CHECK_TIMEOUT / 2)
-        try:
-            await ping(connector, client)
-            return connection.redis_address(client)
-        finally:
-            await client.aclose()
-    finally:
-        await connector.aclose()
+    async with connection.opened(
+        target, max_connections=2, pool_wait=CHECK_TIMEOUT / 2,
+        connect_timeout=CHECK_TIMEOUT / 2, socket_timeout=CHECK_TIMEOUT / 2,
+    ) as client:
+        return connection.redis_address(client)
 
 
 async def check_redis(settings: Settings) -> CheckResult:
@@ -252,7 +231,7 @@ async def check_redis(settings: Settings) -> CheckResult:
         how = " over TLS" if target.tls else ""
         if target.sentinels:
             return ok(name, f"{where}{how}, found through REDIS_SENTINELS, answers PING")
-        return ok(name, f"{redis_address(target.url or '')} (REDIS_URL){how} answers PING")
+        return ok(name, f"{where} (REDIS_URL){how} answers PING")
     # A scratch folder, so a bridge already running on BRIDGE_DATA_DIR keeps its files alone.
     problem = _unwritable(settings.data_dir)
     if problem:

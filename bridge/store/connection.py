@@ -26,7 +26,6 @@ from redis.exceptions import (
     NoScriptError,
     ReadOnlyError,
     RedisError,
-    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +38,7 @@ __all__ = [
     "Target",
     "connect",
     "fmt",
+    "opened",
     "redis_address",
     "sibling",
     "text",
@@ -180,6 +180,11 @@ class Target:
                     f"REDIS_TLS_CERT_FILE {self.cert_file} and REDIS_TLS_KEY_FILE "
                     f"{self.key_file} are not a PEM certificate and its unencrypted private "
                     f"key: {_ssl_reason(exc)}.") from None
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    """Whether Redis (or a sentinel) refused the user or password."""
+    return isinstance(exc, AuthenticationError) or str(exc).startswith(("WRONGPASS", "NOAUTH"))
 
 
 def _ssl_reason(exc: BaseException) -> str:
@@ -391,8 +396,7 @@ def explain(exc: BaseException, *, where: str, setting: str, tls: bool, master: 
         return (f"no sentinel in REDIS_SENTINELS names a primary for master {master!r} "
                 "(REDIS_SENTINEL_MASTER): none answered, or none knows that name, or the "
                 "primary is down")
-    if isinstance(exc, AuthenticationError) or (
-            isinstance(exc, ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH"))):
+    if _refused_credentials(exc):
         fix = credentials or ("REDIS_USERNAME/REDIS_PASSWORD"
                               + (", or the user and password in REDIS_URL"
                                  if setting == "REDIS_URL" else ""))
@@ -473,23 +477,31 @@ async def connect(settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
         url = await embedded.start()
     try:
         target = Target.from_settings(settings, url=url)
-        target.check_files()
         if target.tls and not target.check_hostname:
             log.warning("REDIS_TLS_CHECK_HOSTNAME=false: Redis's certificate is checked "
                         "against the CA but accepted for any host name")
-        connector = Connector(target)
-        try:
-            client = connector.client()
-            try:
-                await ping(connector, client)
-                yield client
-            finally:
-                await client.aclose()
-        finally:
-            await connector.aclose()
+        async with opened(target) as client:
+            yield client
     finally:
         if embedded is not None:
             await embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def opened(target: Target, **options: Any) -> AsyncIterator[aioredis.Redis]:
+    """A client of ``target`` (``Connector.client`` ``options``) that has answered PING;
+    its TLS files are loaded first. Closed, with the sentinel clients, on exit."""
+    target.check_files()
+    connector = Connector(target)
+    try:
+        client = connector.client(**options)
+        try:
+            await ping(connector, client)
+            yield client
+        finally:
+            await client.aclose()
+    finally:
+        await connector.aclose()
 
 
 async def ping(connector: Connector, client: aioredis.Redis) -> None:
@@ -528,12 +540,8 @@ async def sentinel_problem(connector: Connector) -> str:
         where = f"{kwargs.get('host')}:{kwargs.get('port')}"
         try:
             found: Any = await sentinel.sentinel_get_master_addr_by_name(target.master)
-        except AuthenticationError as exc:
-            failures.append(f"{where} refused the credentials "
-                            f"(REDIS_SENTINEL_USERNAME/REDIS_SENTINEL_PASSWORD): {exc}")
-            continue
         except (RedisError, OSError) as exc:
-            if str(exc).startswith(("NOAUTH", "WRONGPASS")):
+            if _refused_credentials(exc):
                 failures.append(f"{where} refused the credentials "
                                 f"(REDIS_SENTINEL_USERNAME/REDIS_SENTINEL_PASSWORD): {exc}")
             else:
