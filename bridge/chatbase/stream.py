@@ -89,10 +89,8 @@ class ChatStream:
         return self
 
     async def __anext__(self) -> StreamEvent:
-        while not self._pending:
-            if self._ended:
-                raise StopAsyncIteration
-            await self._read()
+        if not await self._fill():
+            raise StopAsyncIteration
         return self._pending.popleft()
 
     async def read_batch(self) -> list[StreamEvent]:
@@ -100,13 +98,19 @@ class ChatStream:
         connection (waiting for it); an empty list once the stream has ended. A read takes
         in all the bytes that have arrived, so a reader that comes back less often gets
         more events per call."""
-        while not self._pending:
-            if self._ended:
-                return []
-            await self._read()
+        if not await self._fill():
+            return []
         events = list(self._pending)
         self._pending.clear()
         return events
+
+    async def _fill(self) -> bool:
+        """Read until events are pending; False once the stream has ended without any."""
+        while not self._pending:
+            if self._ended:
+                return False
+            await self._read()
+        return True
 
     @property
     def text(self) -> str:

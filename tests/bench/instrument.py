@@ -1,7 +1,7 @@
 """Measuring without changing the product: timed streams, a platform sink, loop lag, counters.
 
 * ``TimedChatbase`` wraps the real ``ChatbaseClient``: its streams stamp the moment the
-  service receives the first text delta (``__anext__`` handing it over) and count deltas.
+  service receives the first text delta (``read_batch`` handing it over) and count deltas.
 * ``BenchSink`` is a ``ReplySink`` that writes every call over HTTP to the platform of the
   fake server process (latency and a per-channel limit there) and stamps the first call
   that carries text, at the moment the bridge makes it.
@@ -97,20 +97,6 @@ class TimedStream:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._inner.__aexit__(*exc)
-
-    def __aiter__(self) -> TimedStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        event = await self._inner.__anext__()
-        if type(event) is TextDelta:
-            self._counter.deltas += 1
-            record = self._record
-            if record is not None:
-                record.deltas += 1
-                if record.first_delta_at is None:
-                    record.first_delta_at = time.perf_counter()
-        return event
 
     async def read_batch(self) -> list[Any]:
         events: list[Any] = await self._inner.read_batch()
