@@ -104,6 +104,24 @@ class ChatStream:
         self._pending.clear()
         return events
 
+    async def hold(self, wait: Awaitable[None]) -> None:
+        """Await ``wait`` with the connection's reading paused: what Chatbase sends meanwhile
+        waits in the socket's buffer, and the next read takes it in at once, instead of the
+        loop waking and aiohttp parsing once per delta while nobody reads. Reading resumes
+        however ``wait`` ends. A stream whose body has all arrived just awaits ``wait``."""
+        response = self._response
+        connection = response.connection if response is not None else None
+        transport = connection.transport if connection is not None else None
+        if transport is None or not transport.is_reading():
+            await wait
+            return
+        transport.pause_reading()
+        try:
+            await wait
+        finally:
+            # A no-op on a transport closed meanwhile (the stream aborted).
+            transport.resume_reading()
+
     async def _fill(self) -> bool:
         """Read until events are pending; False once the stream has ended without any."""
         while not self._pending:

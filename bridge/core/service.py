@@ -590,9 +590,11 @@ class RelayService:
             bind(request_id=open_stream.request_id)
             append = renderer.append
             while True:
-                # Reads wait while the reply's writer waits for its next paced slot: the
-                # deltas pile up in the connection's buffer and one read takes them all in.
-                await renderer.wanted()
+                # Reads wait while the reply's writer waits for its next paced slot, with the
+                # connection's reading paused: the deltas pile up in the socket's buffer and
+                # one read takes them all in.
+                if renderer.hold() > 0:
+                    await open_stream.hold(renderer.wanted())
                 events = await open_stream.read_batch()
                 if not events:
                     break

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +97,9 @@ class TimedStream:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._inner.__aexit__(*exc)
+
+    async def hold(self, wait: Awaitable[None]) -> None:
+        await self._inner.hold(wait)
 
     async def read_batch(self) -> list[Any]:
         events: list[Any] = await self._inner.read_batch()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import struct
+import termios
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -619,6 +622,57 @@ async def test_deltas_arrive_as_they_are_sent(
         gate.open()
         result = await stream.read_all()
     assert result.text == "one two three"
+
+
+async def test_a_held_stream_leaves_what_arrives_in_the_socket(
+    fake: FakeChatbase, make_client: MakeClient
+) -> None:
+    """``hold``: while the reader is held the connection is not read, so the deltas sent
+    meanwhile wait in the socket's receive queue (the kernel's, not aiohttp's buffer) and
+    the next read takes them in together; reading resumes after the hold."""
+    responses: list[aiohttp.ClientResponse] = []
+
+    async def on_request_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        responses.append(params.response)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
+        client = make_client(session=http)
+        gate = Gate()
+        deltas = [f"w{i} " for i in range(6)]
+        fake.script(Answer(deltas=deltas, gate=gate))
+        async with client.chat_stream(message="q", user_id="u.1") as stream:
+            gate.release()
+            while not stream.text:
+                await stream.read_batch()
+            transport = responses[0].connection.transport  # type: ignore[union-attr]
+            sock = transport.get_extra_info("socket")  # type: ignore[union-attr]
+
+            def unread() -> int:
+                raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+                value: int = struct.unpack("i", raw)[0]
+                return value
+
+            seen: list[int] = []
+
+            async def meanwhile() -> None:
+                gate.release(5)
+                await gate.wait_sent(6)
+                # A round trip on another connection: the loop polls its sockets, and a
+                # stream that was being read would take the deltas in now.
+                await client.health()
+                seen.append(unread())
+
+            await stream.hold(meanwhile())
+            assert seen[0] > 0 and stream.text == "w0 "
+            events = await stream.read_batch()
+            assert [e for e in events if isinstance(e, TextDelta)] == [
+                TextDelta(d) for d in deltas[1:]]
+            assert unread() == 0
+            gate.open()
+            result = await stream.read_all()
+    assert result.text == "".join(deltas)
 
 
 async def test_leaving_early_releases_the_response(

@@ -23,6 +23,7 @@ class _Batches(list[int]):
     def __init__(self) -> None:
         super().__init__()
         self.changed = asyncio.Condition()
+        self.holds = 0  # reads held through the stream's hold (its socket not read)
 
     async def add(self, deltas: int) -> None:
         self.append(deltas)
@@ -52,6 +53,10 @@ class _CountedStream:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._inner.__aexit__(*exc)
+
+    async def hold(self, wait: Any) -> None:
+        self._batches.holds += 1
+        await self._inner.hold(wait)
 
     async def read_batch(self) -> list[Any]:
         events: list[Any] = await self._inner.read_batch()
@@ -111,6 +116,7 @@ async def test_reads_wait_for_the_writers_slot_and_take_the_deltas_at_once(
         gate.release(8)
         await gate.wait_sent(11)
         assert batches == [1, 1, 1]  # what was sent meanwhile waits unread
+        assert batches.holds == 1  # in the socket: the stream's hold pauses its reading
         # The reader's hold ends first and it takes in what has arrived in one read (a
         # delta still on its way over loopback may come in a second one); the writer,
         # still asleep, then shows it all.

@@ -146,12 +146,16 @@ class Renderer:
         meanwhile could not be shown before the slot anyway, and reading many deltas at
         once costs far less than one read each. The first text is never held: until it
         comes the writer waits for text, not for a slot."""
-        due = self._due
-        if due is None:
-            return
-        delay = min(due - READ_LEAD - self._clock.now(), READ_HOLD)
+        delay = self.hold()
         if delay > 0:
             await self._clock.sleep(delay)
+
+    def hold(self) -> float:
+        """How long ``wanted`` would wait now, in seconds; 0 when it returns at once."""
+        due = self._due
+        if due is None:
+            return 0.0
+        return max(0.0, min(due - READ_LEAD - self._clock.now(), READ_HOLD))
 
     async def finish(self, text: str | None = None, *, answered: bool = True) -> tuple[str, ...]:
         """Write the final text (by default everything appended) and wait until it is shown.
