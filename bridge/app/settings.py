@@ -196,6 +196,12 @@ class Settings(BaseSettings):
         "sentinels that announce bare IPs the certificate does not list); a weaker "
         "setting, logged as a warning at start.",
     )
+    redis_timeout: float = Field(
+        30.0, gt=0, le=600, validation_alias=_env("REDIS_TIMEOUT"),
+        description="Seconds one round trip to Redis may take (waiting for a pooled "
+        "connection, connecting, the reply) before it fails as Redis unreachable: a hung or "
+        "paused Redis is then handled as one that is down, instead of holding answers.",
+    )
     data_dir: Path = Field(
         Path(".bridge-data"), validation_alias=_env("BRIDGE_DATA_DIR"),
         description="Folder for the embedded Redis's data when REDIS_URL is unset.",

@@ -19,7 +19,7 @@ from bridge.core.keys import Keys
 from bridge.core.models import Platform, ReplyRecord
 from bridge.core.ports import Clock
 from bridge.store.claims import Claim, Claims
-from bridge.store.connection import Link, connect, redis_address, translate
+from bridge.store.connection import DEFAULT_TIMEOUT, Link, connect, redis_address, translate
 from bridge.store.embedded import EmbeddedRedis
 from bridge.store.limiter import RedisLimiter
 from bridge.store.records import ConversationState, Records
@@ -56,6 +56,8 @@ class StoreSettings(Protocol):
     def lock_ttl(self) -> int: ...
     @property
     def lock_wait(self) -> float: ...
+    @property
+    def redis_timeout(self) -> float: ...
 
 
 class Store:
@@ -71,9 +73,10 @@ class Store:
         dedup_ttl: int,
         lock_ttl: float,
         lock_wait: float,
+        timeout: float = DEFAULT_TIMEOUT,
         clock: Clock | None = None,
     ) -> None:
-        self.link = Link(redis)
+        self.link = Link(redis, timeout=timeout)
         self.keys = Keys(prefix)
         self.conversation_ttl = conversation_ttl
         self.reply_ttl = reply_ttl
@@ -103,6 +106,7 @@ class Store:
             dedup_ttl=settings.dedup_ttl,
             lock_ttl=settings.lock_ttl,
             lock_wait=settings.lock_wait,
+            timeout=settings.redis_timeout,
             clock=clock,
         )
 
@@ -116,7 +120,7 @@ class Store:
         return self.link.client
 
     async def ping(self) -> None:
-        with self.link.trip():
+        async with self.link.trip():
             await self.link.client.ping()
 
     async def cached_history(self, key: str) -> str | None:

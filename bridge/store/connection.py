@@ -3,13 +3,15 @@ Sentinel; TLS; ACL users), counted round trips and translated Redis errors."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 # a command waits for a free one before it fails as "Redis unreachable".
 _MAX_CONNECTIONS = 1000
 _POOL_WAIT = 20.0
+# REDIS_TIMEOUT's default: the longest a round trip to Redis may take.
+DEFAULT_TIMEOUT: Final = 30.0
 
 
 def fmt(value: float) -> str:
@@ -98,6 +102,8 @@ class RedisSettings(Protocol):
     @property
     def redis_tls_key_file(self) -> Path | None: ...
     @property
+    def redis_timeout(self) -> float: ...
+    @property
     def redis_tls_check_hostname(self) -> bool: ...
 
 
@@ -127,6 +133,7 @@ class Target:
     cert_file: str | None = None
     key_file: str | None = None
     check_hostname: bool = True
+    timeout: float = DEFAULT_TIMEOUT  # the longest round trip (REDIS_TIMEOUT)
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, *, url: str | None = None) -> Target:
@@ -151,6 +158,7 @@ class Target:
             cert_file=path(settings.redis_tls_cert_file),
             key_file=path(settings.redis_tls_key_file),
             check_hostname=settings.redis_tls_check_hostname,
+            timeout=settings.redis_timeout,
         )
 
     @property
@@ -262,11 +270,13 @@ class Connector:
         max_connections: int = _MAX_CONNECTIONS,
         pool_wait: float | None = _POOL_WAIT,
         connect_timeout: float = 5.0,
-        socket_timeout: float | None = 30.0,
+        socket_timeout: float | None = None,
         health_check_interval: float = 30,
     ) -> aioredis.Redis:
         """A client with a pool of its own: at most ``max_connections`` connections, a
-        command waiting up to ``pool_wait`` seconds for a free one."""
+        command waiting up to ``pool_wait`` seconds for a free one. Without
+        ``socket_timeout`` a reply is awaited as long as the caller allows: the store bounds
+        every round trip itself (``Link``, REDIS_TIMEOUT)."""
         options = self._options(connect_timeout=connect_timeout, socket_timeout=socket_timeout,
                                 health_check_interval=health_check_interval)
         t = self.target
@@ -424,20 +434,64 @@ def translate(exc: BaseException, client: aioredis.Redis) -> StoreError:
     return StoreError(_scrub(message, _client_secrets(client)))
 
 
-class Link:
-    """One Redis client as the store uses it: counted round trips, translated errors."""
+def _late(client: aioredis.Redis, timeout: float) -> str:
+    pool = client.connection_pool
+    setting = "REDIS_SENTINELS" if isinstance(pool, SentinelConnectionPool) else "REDIS_URL"
+    return (f"Redis at {redis_address(client)} ({setting}) did not answer within "
+            f"{timeout:g}s (REDIS_TIMEOUT): overloaded, paused, or unreachable without "
+            "refusing")
 
-    def __init__(self, client: aioredis.Redis) -> None:
+
+class _Trip:
+    """One store round trip: counted; bounded by the link's timeout (a pooled connection's
+    wait, connecting and the reply: redis-py's own ``socket_timeout`` is off, since on Python
+    3.11 it costs an ``asyncio.wait_for``, so a task, per command); a Redis error becomes one
+    StoreError naming the setting to look at. A round trip cut short by the timeout closes
+    its connection (redis-py drops a connection whose command was interrupted)."""
+
+    __slots__ = ("_deadline", "_link")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._deadline: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        link = self._link
+        link.round_trips += 1
+        self._deadline = asyncio.timeout(link.timeout)
+        await self._deadline.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._deadline is not None
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except TimeoutError as late:
+            raise self._link.late() from late
+        if isinstance(exc, RedisError | OSError):
+            raise translate(exc, self._link.client) from exc
+
+
+class Link:
+    """One Redis client as the store uses it: counted round trips, each bounded by
+    ``timeout`` (REDIS_TIMEOUT), translated errors."""
+
+    def __init__(self, client: aioredis.Redis, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.client = client
+        self.timeout = timeout
         self.round_trips = 0
 
-    @contextlib.contextmanager
-    def trip(self) -> Iterator[None]:
-        self.round_trips += 1
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            raise translate(exc, self.client) from exc
+    def trip(self) -> _Trip:
+        """``async with link.trip():`` around one round trip to Redis."""
+        return _Trip(self)
+
+    def late(self) -> StoreError:
+        """The error of a round trip that took longer than ``timeout``."""
+        return StoreError(_late(self.client, self.timeout))
 
     def script(self, source: str) -> AsyncScript:
         """Register a Lua script; this computes its SHA only, the server sees it on first
@@ -449,14 +503,14 @@ class Link:
         restarted Redis, or a replica just promoted). Scripts are never queued in a
         pipeline: redis-py would then ask SCRIPT EXISTS before every pipeline, one more
         round trip each time."""
-        with self.trip():
+        async with self.trip():
             try:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 pass
-        with self.trip():
+        async with self.trip():
             script.sha = await self.client.script_load(script.script)
-        with self.trip():
+        async with self.trip():
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
 
@@ -507,10 +561,13 @@ async def opened(target: Target, **options: Any) -> AsyncIterator[aioredis.Redis
 async def ping(connector: Connector, client: aioredis.Redis) -> None:
     """PING through ``client``; a failure is one StoreError naming what to fix (with
     Sentinel, what each sentinel said)."""
+    target = connector.target
     try:
-        await client.ping()
+        async with asyncio.timeout(target.timeout):
+            await client.ping()
+    except TimeoutError as exc:
+        raise StoreError(_scrub(_late(client, target.timeout), target.secrets())) from exc
     except (RedisError, OSError) as exc:
-        target = connector.target
         if isinstance(exc, MasterNotFoundError):
             message = await sentinel_problem(connector)
         else:

@@ -79,7 +79,8 @@ class EmbeddedRedis:
     async def _await_ready(proc: asyncio.subprocess.Process, sock: str, wait: float) -> None:
         """Return once the server answers PING; raise StoreError if it exits or stays
         silent for ``wait`` seconds."""
-        client = Connector(Target(url=f"unix://{sock}")).client(max_connections=1)
+        client = Connector(Target(url=f"unix://{sock}")).client(max_connections=1,
+                                                                socket_timeout=wait)
         try:
             deadline = asyncio.get_running_loop().time() + wait
             while True:

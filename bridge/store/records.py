@@ -79,35 +79,35 @@ class Records:
         self._reply_ttl = reply_ttl
 
     async def get_conversation(self, key: str) -> ConversationState | None:
-        with self._link.trip():
+        async with self._link.trip():
             raw = await self._link.client.get(self._keys.conversation(key))
         return load_state(raw)
 
     async def has_conversation(self, key: str) -> bool:
         """A conversation is stored under ``key``, or its first turn is being answered now
         (its turn lease is held): a follow-up sent during the first answer belongs to it."""
-        with self._link.trip():
+        async with self._link.trip():
             return bool(await self._link.client.exists(self._keys.conversation(key),
                                                        self._keys.turn_lease(key)))
 
     async def forget_conversation(self, key: str) -> bool:
-        with self._link.trip():
+        async with self._link.trip():
             return bool(await self._link.client.delete(self._keys.conversation(key)))
 
     async def cached_history(self, key: str) -> str | None:
-        with self._link.trip():
+        async with self._link.trip():
             raw = await self._link.client.get(self._keys.history(key))
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def cache_history(self, key: str, page: str, ttl: float) -> None:
-        with self._link.trip():
+        async with self._link.trip():
             await self._link.client.set(self._keys.history(key), page,
                                         px=max(1, int(ttl * 1000)))
 
     async def find_reply(
         self, platform: Platform, channel: str, message_id: str
     ) -> ReplyRecord | None:
-        with self._link.trip():
+        async with self._link.trip():
             raw = await self._link.client.get(
                 self._keys.reply(platform.value, channel, message_id)
             )
@@ -128,7 +128,7 @@ class Records:
                      ex=self._reply_ttl)
         for part in stale:
             pipe.delete(self._keys.reply(record.platform.value, record.channel, part))
-        with self._link.trip():
+        async with self._link.trip():
             await pipe.execute()
 
     async def feedback_reactions(
@@ -144,6 +144,6 @@ class Records:
             pipe.sadd(key, add)
         pipe.expire(key, self._reply_ttl)
         pipe.smembers(key)
-        with self._link.trip():
+        async with self._link.trip():
             results = await pipe.execute()
         return frozenset(text(member) for member in results[-1])

@@ -34,7 +34,7 @@ class StopChannel:
         self.ready = asyncio.Event()  # set while subscribed (tests wait for it)
 
     async def announce(self, handle: str) -> None:
-        with self._link.trip():
+        async with self._link.trip():
             await self._link.client.publish(self._channel, handle)
 
     async def listen(self, on_stop: Callable[[str], object]) -> None:

@@ -191,9 +191,10 @@ class _TurnLock(AbstractAsyncContextManager[Turn]):
                         "conversation to finish."
                     )
                 # Woken by the releaser; the timeout bounds how late a dead head is seen. Redis
-                # reads a timeout under 1 ms as 0, which means "block forever".
-                timeout = max(0.01, min(_POLL, remaining))
-                with locks.link.trip():
+                # reads a timeout under 1 ms as 0, which means "block forever". The wait
+                # stays well within the round trip's own deadline (REDIS_TIMEOUT).
+                timeout = max(0.01, min(_POLL, remaining, locks.link.timeout / 2))
+                async with locks.link.trip():
                     await locks.link.client.blpop([notify], timeout=timeout)
                 acquired, value = await self._enter_once()
         except BaseException:

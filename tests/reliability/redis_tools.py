@@ -124,7 +124,9 @@ class RedisProxy:
         assert self._listener is not None
         self._listener.close()
         self._refuse_until = float("inf")
-        self._close_all()  # every link then ends on its own
+        self._close_all()
+        for link in self._links:
+            link.cancel()  # a chunk still waiting out ``delay`` is dropped
         await asyncio.gather(*self._links, return_exceptions=True)
         await self._listener.wait_closed()
 

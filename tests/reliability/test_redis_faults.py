@@ -119,6 +119,35 @@ async def test_redis_lost_mid_run_then_back(redis_prefix: str) -> None:
         assert logs.lines(logging.WARNING) == []
 
 
+async def test_a_hung_redis_counts_as_down_after_redis_timeout(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A Redis that stops answering without closing anything (paused, or a network that
+    drops packets) costs each round trip REDIS_TIMEOUT and is then handled as one that is
+    down: the answer still comes, without memory, and the warnings name the setting. Once it
+    answers again it is used again, on new connections."""
+    async with RedisProxy(redis_url) as proxy, \
+            rig(redis_url, redis_prefix, redis_urls=[proxy.url], REDIS_TIMEOUT="0.3") as r:
+        await r.service.handle_message(r.message("before", user="U1"), r.sink())
+        conversation = _conversation_of(r, "before")
+        proxy.delay = 3600.0  # what Redis sends from now on never arrives
+        hung = r.sink()
+        with recording() as logs:
+            await r.service.handle_message(r.message("while hung", user="U1"), hung)
+        assert hung.joined() == "Echo: while hung"
+        assert "conversationId" not in r.fake.chat_calls[-1].body
+        assert logs.find("answering without conversation memory",
+                         "did not answer within 0.3s (REDIS_TIMEOUT)", "(REDIS_URL)"), \
+            logs.lines()
+        proxy.delay = 0.0
+        back = r.sink()
+        with recording() as logs:
+            await r.service.handle_message(r.message("after", user="U1"), back)
+        assert back.joined() == "Echo: after"
+        assert r.fake.chat_calls[-1].body["conversationId"] == conversation
+        assert logs.lines(logging.WARNING) == []
+
+
 @contextmanager
 def logged(text: str) -> Iterator[asyncio.Event]:
     """An event set when a log record containing ``text`` is made."""
