@@ -1,9 +1,10 @@
-"""Redis faults: down at start, gone in the middle of a run and back, and slow.
+"""Redis faults: down at start, gone in the middle of a run and back, hung, and slow.
 
 Expected: a Redis that is down at start is one plain sentence naming REDIS_URL (never its
 password); a Redis lost mid-run costs memory and de-duplication, not answers, and nothing
-false is said about it; when it returns the bridge uses it again without a restart; a slow
-Redis makes answers slower, never wrong, and Slack is still acknowledged in time.
+false is said about it; when it returns the bridge uses it again without a restart; a hung
+Redis counts as down after REDIS_TIMEOUT; a slow Redis makes answers slower, never wrong,
+and Slack is still acknowledged in time.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ async def test_a_hung_redis_counts_as_down_after_redis_timeout(
             rig(redis_url, redis_prefix, redis_urls=[proxy.url], REDIS_TIMEOUT="0.3") as r:
         await r.service.handle_message(r.message("before", user="U1"), r.sink())
         conversation = _conversation_of(r, "before")
-        proxy.delay = 3600.0  # what Redis sends from now on never arrives
+        proxy.delay = 3600.0  # from now on nothing crosses the proxy, either way
         hung = r.sink()
         with recording() as logs:
             await r.service.handle_message(r.message("while hung", user="U1"), hung)
