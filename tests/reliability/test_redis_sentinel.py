@@ -89,8 +89,12 @@ async def test_answers_survive_a_failover_and_dedup_works_on_the_new_primary(
         stack.chatbase.script(*(Answer(text=f"answer {n} arrives in several parts", gate=g)
                                 for n, g in zip(range(3, 6), gates, strict=True)))
         during = [_ask(n) for n in range(3, 6)]
-        for event in during:
+        asked = len(stack.chatbase.calls("chat"))
+        for i, event in enumerate(during, start=1):
             assert (await stack.deliver(event)).status == 200
+            # The scripted answers go out in the order the requests arrive: one question at
+            # a time, so question n gets answer n.
+            await stack.chatbase.wait_requests(asked + i, endpoint="chat", within=10)
         for gate in gates:
             gate.release(1)
         for gate in gates:
