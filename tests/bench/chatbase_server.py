@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import signal
-import sys
 import time
 from typing import Any
 
@@ -36,6 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.bench.answers import answer_for
+from tests.bench.procs import run_helper, until_released
 from tests.fakes.chatbase import Answer, FakeChatbase, Gate
 
 
@@ -153,31 +152,15 @@ async def serve() -> None:
         "api_key": fake.api_key,
         "agent_id": fake.agent_id,
     }), flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def watch_stdin() -> None:
-        await reader.read()  # EOF: the benchmark went away
-        stop.set()
-
-    watcher = asyncio.create_task(watch_stdin())
     try:
-        await stop.wait()
+        await until_released()
     finally:
-        watcher.cancel()
         await server.close()
         await fake.close()
 
 
 def main() -> None:
-    if "--uvloop" in sys.argv[1:]:
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(serve())
+    run_helper(serve)
 
 
 if __name__ == "__main__":

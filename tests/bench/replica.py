@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import time
 from typing import Any
@@ -30,6 +29,7 @@ from adapters.slack.sink import SlackPacing
 from bridge.app.compose import compose
 from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
+from tests.bench.procs import until_released
 
 
 async def serve(values: dict[str, Any]) -> None:
@@ -54,17 +54,9 @@ async def serve(values: dict[str, Any]) -> None:
         Runtime.prepare_heap()  # what Runtime.serve does once connected
         print(json.dumps({"events": str(server.make_url(EVENTS_PATH)),
                           "control": str(server.make_url("/bench"))}), flush=True)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        watcher = asyncio.create_task(reader.read())  # EOF: the benchmark went away
-        watcher.add_done_callback(lambda _: stop.set())
         try:
-            await stop.wait()
+            await until_released()
         finally:
-            watcher.cancel()
             await adapter.stop_intake()
             await bridge.service.drain(5.0)
             await adapter.close()

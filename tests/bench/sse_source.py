@@ -28,7 +28,6 @@ import asyncio
 import email.utils
 import json
 import re
-import signal
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.bench.answers import answer_for
+from tests.bench.procs import run_helper, until_released
 from tests.fakes.chatbase import split_words
 
 API_KEY = "bench-source-key"
@@ -361,31 +361,16 @@ async def serve() -> None:
         "api_key": source.api_key,
         "agent_id": source.agent_id,
     }), flush=True)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def watch_stdin() -> None:
-        await reader.read()  # EOF: the benchmark went away
-        stop.set()
-
     async with asyncio.TaskGroup() as tasks:
         ticker = tasks.create_task(source.run())
-        watcher = tasks.create_task(watch_stdin())
-        await stop.wait()
+        await until_released()
         ticker.cancel()
-        watcher.cancel()
     server.close()
     await control.close()
 
 
 def main() -> None:
-    if "--uvloop" in sys.argv[1:]:
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(serve())
+    run_helper(serve)
 
 
 if __name__ == "__main__":
