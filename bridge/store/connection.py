@@ -399,6 +399,13 @@ def _unreachable_reason(exc: BaseException, tls: bool) -> str:
     return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
+class _Late(Exception):
+    """A round trip to Redis that outlasted REDIS_TIMEOUT (the store's own deadline)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"did not answer within {timeout:g}s (REDIS_TIMEOUT)")
+
+
 def explain(exc: BaseException, *, where: str, setting: str, tls: bool, master: str = "",
             credentials: str = "") -> str:
     """One plain sentence for a Redis failure: what is wrong and the setting to look at."""
@@ -411,6 +418,9 @@ def explain(exc: BaseException, *, where: str, setting: str, tls: bool, master: 
                               + (", or the user and password in REDIS_URL"
                                  if setting == "REDIS_URL" else ""))
         return f"Redis at {where} ({setting}) refused the credentials ({fix}): {exc}"
+    if isinstance(exc, _Late):
+        return (f"Redis at {where} ({setting}) {exc}: overloaded, paused, or unreachable "
+                "without refusing")
     if isinstance(exc, ReadOnlyError):
         return (f"Redis at {where} ({setting}) is a read-only replica now (a failover?): "
                 f"{exc}")
@@ -432,14 +442,6 @@ def translate(exc: BaseException, client: aioredis.Redis) -> StoreError:
         tls=_is_tls(client), master=master,
     )
     return StoreError(_scrub(message, _client_secrets(client)))
-
-
-def _late(client: aioredis.Redis, timeout: float) -> str:
-    pool = client.connection_pool
-    setting = "REDIS_SENTINELS" if isinstance(pool, SentinelConnectionPool) else "REDIS_URL"
-    return (f"Redis at {redis_address(client)} ({setting}) did not answer within "
-            f"{timeout:g}s (REDIS_TIMEOUT): overloaded, paused, or unreachable without "
-            "refusing")
 
 
 class _Trip:
@@ -471,7 +473,7 @@ class _Trip:
         try:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError as late:
-            raise self._link.late() from late
+            raise translate(_Late(self._link.timeout), self._link.client) from late
         if isinstance(exc, RedisError | OSError):
             raise translate(exc, self._link.client) from exc
 
@@ -488,10 +490,6 @@ class Link:
     def trip(self) -> _Trip:
         """``async with link.trip():`` around one round trip to Redis."""
         return _Trip(self)
-
-    def late(self) -> StoreError:
-        """The error of a round trip that took longer than ``timeout``."""
-        return StoreError(_late(self.client, self.timeout))
 
     def script(self, source: str) -> AsyncScript:
         """Register a Lua script; this computes its SHA only, the server sees it on first
@@ -565,16 +563,15 @@ async def ping(connector: Connector, client: aioredis.Redis) -> None:
     try:
         async with asyncio.timeout(target.timeout):
             await client.ping()
-    except TimeoutError as exc:
-        raise StoreError(_scrub(_late(client, target.timeout), target.secrets())) from exc
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError) as caught:
+        exc = _Late(target.timeout) if isinstance(caught, TimeoutError) else caught
         if isinstance(exc, MasterNotFoundError):
             message = await sentinel_problem(connector)
         else:
             message = explain(exc, where=redis_address(client), setting=target.setting,
                               tls=target.tls, master=target.master,
                               credentials=_credentials(target))
-        raise StoreError(_scrub(message, target.secrets())) from exc
+        raise StoreError(_scrub(message, target.secrets())) from caught
 
 
 def _credentials(target: Target) -> str:
