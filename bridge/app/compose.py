@@ -154,7 +154,9 @@ async def compose(
         if tools is None:
             tools = ToolRegistry()
             tools.load(settings.tools_module)
-        pacer = Pacer(slots=wrap_slots(store) if wrap_slots else store, clock=clock)
+        pacer = Pacer(slots=wrap_slots(store) if wrap_slots else store, clock=clock,
+                      edits_per_second=settings.live_edits_per_second)
+        metrics.edit_spacing.set_function(pacer.spacing)
         agents = Agents(
             Routes({place: r.agent for place, r in settings.bridge_routes.items()},
                    fallback=settings.chatbase_agent_id),

@@ -116,6 +116,13 @@ class Metrics:
             "progress.",
             ["platform"], registry=r,
         )
+        self.edit_spacing = Gauge(
+            "bridge_edit_spacing_seconds",
+            "Seconds between two progress edits of one answer that the process's edit budget "
+            "(BRIDGE_LIVE_EDITS_PER_SECOND) asks for now; 0 while fewer answers stream than "
+            "the budget. Above the platform's own interval, answers update less often.",
+            registry=r,
+        )
         self.events = Counter(
             "bridge_events", "Inbound platform events by what was done with them.",
             ["platform", "result"], registry=r,

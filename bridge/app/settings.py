@@ -410,6 +410,15 @@ class Settings(BaseSettings):
         LogFormat.CONSOLE, validation_alias=_env("BRIDGE_LOG_FORMAT"),
         description="`console` (readable) or `json` (one object per line).",
     )
+    live_edits_per_second: float = Field(
+        500.0, gt=0, validation_alias=_env("BRIDGE_LIVE_EDITS_PER_SECOND"),
+        description="Progress edits per second this process makes at most, across the "
+        "answers it is streaming: with more answers showing text at once than this, each "
+        "answer's in-progress text is updated every (answers ÷ this) seconds instead of at "
+        "the platform's pace (at most every 10 s). First texts and final texts are never "
+        "delayed. Keeps a busy process's event loop, and so every answer's first text, "
+        "quick (docs/performance.md).",
+    )
     shutdown_grace: float = Field(
         25.0, ge=0, validation_alias=_env("BRIDGE_SHUTDOWN_GRACE"),
         description="Seconds in-flight answers get to finish on SIGTERM before being cut off.",

@@ -63,6 +63,43 @@ async def test_fast_stream_is_coalesced(redis_url: str, redis_prefix: str) -> No
         assert 2 <= len(sink.text_calls()) <= 3
 
 
+async def test_many_answers_streaming_update_less_often(redis_url: str,
+                                                      redis_prefix: str) -> None:
+    """BRIDGE_LIVE_EDITS_PER_SECOND: two answers streaming on a budget of one edit a second
+    are each edited every 2 s, not at the platform's 1 s; first and final texts are not held
+    back, and the budget is free again once they end (bridge_edit_spacing_seconds)."""
+    clock = FakeClock()
+    async with harness(redis_url, redis_prefix, clock=clock,
+                       BRIDGE_LIVE_EDITS_PER_SECOND=1) as h:
+        metrics = h.replicas[0].metrics
+        gates = [Gate(), Gate()]
+        h.fake.script(*(Answer(deltas=[f"{who}1 ", f"{who}2 ", f"{who}3"], gate=gate)
+                        for who, gate in zip("AB", gates, strict=True)))
+        sinks = [h.sink(key=f"fake:{who}") for who in "AB"]
+        tasks = []
+        for who, gate, sink in zip("AB", gates, sinks, strict=True):
+            tasks.append(asyncio.create_task(h.service.handle_message(
+                h.message("go", user=f"U{who}", channel=f"C{who}"), sink)))
+            gate.release(1)
+            await sink.wait_calls(1, "post")
+        assert metrics.registry.get_sample_value("bridge_edit_spacing_seconds") == 2.0
+        first = sinks[0].text_calls()[0].at
+        gates[0].release(1)
+        await clock.sleepers(1)
+        assert clock.next_deadline() == first + 2.0
+        clock.advance(1.0)  # the platform's interval: not yet
+        assert [c.op for c in sinks[0].text_calls()] == ["post"]
+        assert clock.next_deadline() == first + 2.0
+        clock.advance(1.0)
+        await sinks[0].wait_calls(1, "edit")
+        assert sinks[0].text_calls()[1].at == first + 2.0
+        for gate in gates:
+            gate.open()
+        await clock.drive(asyncio.gather(*tasks))
+        assert [s.joined() for s in sinks] == ["A1 A2 A3", "B1 B2 B3"]
+        assert metrics.registry.get_sample_value("bridge_edit_spacing_seconds") == 0.0
+
+
 async def test_slow_platform_does_not_block_the_stream(redis_url: str, redis_prefix: str) -> None:
     async with harness(redis_url, redis_prefix) as h:
         deltas = [f"part{i} " for i in range(50)]

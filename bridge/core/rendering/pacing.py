@@ -1,4 +1,5 @@
-"""Paces platform calls so every reply on one rate-limit bucket, on every replica, fits it."""
+"""Paces platform calls so every reply on one rate-limit bucket, on every replica, fits it,
+and spaces the progress edits of this process's answers out while many stream at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from bridge.core.errors import StoreError
 from bridge.core.ports import Budget, Clock, SlotStore
 
 log = logging.getLogger(__name__)
+
+# However many answers stream at once, each still shows progress at least this often (a
+# Slack stream must roll over well before Slack ends it, BRIDGE_SLACK_STREAM_ROLLOVER_SECONDS).
+MAX_SPACING = 10.0
 
 
 class LocalSlots:
@@ -29,12 +34,33 @@ class LocalSlots:
 
 
 class Pacer:
-    """Waits for a slot in a budget before a platform call; stretches after a 429."""
+    """Waits for a slot in a budget before a platform call; stretches after a 429.
 
-    def __init__(self, *, slots: SlotStore, clock: Clock) -> None:
+    Also the process's edit budget: at most ``edits_per_second`` progress edits a second
+    across the answers showing text (``join``/``leave``). With more answers than that
+    streaming, each answer's progress edits are ``spacing()`` seconds apart; first and final
+    texts are not spaced."""
+
+    def __init__(self, *, slots: SlotStore, clock: Clock,
+                 edits_per_second: float = float("inf")) -> None:
         self._slots = slots
         self._local = LocalSlots()
         self._clock = clock
+        self._per_edit = 1.0 / edits_per_second
+        self._live = 0
+
+    def join(self) -> None:
+        """An answer shows text and will edit it as it streams."""
+        self._live += 1
+
+    def leave(self) -> None:
+        """That answer's progress edits are over (its final text is next, or it ended)."""
+        self._live -= 1
+
+    def spacing(self) -> float:
+        """Seconds between two progress edits of one answer that keep this process within
+        its edit budget (0 while the answers streaming are fewer than the budget)."""
+        return min(self._live * self._per_edit, MAX_SPACING)
 
     async def wait(self, budget: Budget) -> None:
         await self.until(await self.reserve(budget))

@@ -92,6 +92,11 @@ class Renderer:
         self._wake = asyncio.Event()
         # The clock time of the paced slot the writer is sleeping until, if it is.
         self._due: float | None = None
+        # Whether this reply counts in the pacer's edit budget (it shows text and streams),
+        # when its last call set off, and the sleep spacing its next progress edit, if any.
+        self._joined = False
+        self._last_call_at = 0.0
+        self._spaced: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._working: asyncio.Task[None] | None = None
         self.first_text_at: float | None = None
@@ -110,6 +115,7 @@ class Renderer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._leave()
         for task in (self._writer, self._working):
             if task is not None and not task.done():
                 task.cancel()
@@ -163,6 +169,9 @@ class Renderer:
         Returns the platform message ids of every part of the reply."""
         self._final = self.text if text is None else text
         self._answered = answered
+        self._leave()
+        if self._spaced is not None:
+            self._spaced.cancel()  # the final text is not spaced out
         self._wake.set()
         if self._writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +180,11 @@ class Renderer:
         with contextlib.suppress(Exception):
             await self._sink.finish(self.part_ids, answered=answered and not self.failed)
         return self.part_ids
+
+    def _leave(self) -> None:
+        if self._joined:
+            self._joined = False
+            self._pacer.leave()
 
     async def _close_working(self) -> None:
         task, self._working = self._working, None
@@ -240,6 +254,7 @@ class Renderer:
             if failures >= MAX_FAILURES:
                 log.error("giving up on this reply after %s failed platform calls", failures)
                 self.failed = True
+                self._leave()
                 await self._last_word()
                 return
 
@@ -247,6 +262,13 @@ class Renderer:
         """Wait for the budget of ``step``; then the step to take now, or None when the call
         changed kind while waiting (it is paced again on its own bucket)."""
         budget = self._sink.budget(step.op, final=step.final)
+        if self._joined and step.op == "edit" and not step.final:
+            # Many answers streaming: progress edits further apart than the platform's own
+            # interval would make them (a slot is only taken once this is over).
+            spacing = self._pacer.spacing()
+            if spacing > budget.interval and self._last_call_at + spacing > self._clock.now():
+                await self._space(self._last_call_at + spacing)
+                return None
         slot = await self._pacer.reserve(budget)
         self._due = slot
         try:
@@ -259,6 +281,17 @@ class Renderer:
         if again is None or self._sink.budget(again.op, final=again.final) != budget:
             return None
         return again, budget
+
+    async def _space(self, until: float) -> None:
+        """Sleep until ``until`` unless ``finish`` comes first; the reader is held meanwhile."""
+        self._spaced = asyncio.ensure_future(self._clock.sleep(until - self._clock.now()))
+        self._due = until
+        try:
+            await asyncio.wait((self._spaced,))
+        finally:
+            self._due = None
+            self._spaced.cancel()
+            self._spaced = None
 
     async def _write(self, step: _Step, budget: Budget, failures: int) -> int:
         """Make one platform call; returns the number of consecutive failed calls after it."""
@@ -296,8 +329,9 @@ class Renderer:
 
     async def _call(self, step: _Step) -> None:
         self.calls += 1
+        self._last_call_at = now = self._clock.now()
         if self.first_call_at is None and step.text.strip():
-            self.first_call_at = self._clock.now()
+            self.first_call_at = now
         if step.op == "post":
             message_id = await self._sink.post(step.text, final=step.final)
             while len(self._ids) <= step.index:
@@ -306,17 +340,21 @@ class Renderer:
                 self._finalised.append(False)
                 self._spans.append(None)
             self._ids[step.index] = message_id
-            if self.first_text_at is None and step.text.strip():
-                self.first_text_at = self._clock.now()
         else:
             existing = self._ids[step.index]
             assert existing is not None
             await self._sink.edit(existing, step.text, final=step.final)
-            if self.first_text_at is None and step.text.strip():
-                self.first_text_at = self._clock.now()
+        if self.first_text_at is None and step.text.strip():
+            self.first_text_at = self._clock.now()
+            self._join()
         self._shown[step.index] = step.text
         self._finalised[step.index] = step.final
         self._spans[step.index] = (step.start, step.body)
+
+    def _join(self) -> None:
+        if self._final is None and not self._joined:
+            self._joined = True
+            self._pacer.join()
 
     async def _freeze(self, index: int) -> None:
         """Part ``index`` refuses edits for good (Discord: a message older than an hour,

@@ -6,7 +6,7 @@ import asyncio
 
 from bridge.core.errors import PlatformError, PlatformMessageFrozen, PlatformRateLimited
 from bridge.core.notices import CUT_OFF
-from bridge.core.rendering.pacing import LocalSlots, Pacer
+from bridge.core.rendering.pacing import MAX_SPACING, LocalSlots, Pacer
 from bridge.core.rendering.renderer import GAVE_UP_REASON, MAX_FAILURES, Renderer
 from bridge.core.split import Fence, fence_after, join_bodies, split_text
 from tests.fakes.clock import FakeClock
@@ -251,3 +251,102 @@ async def test_a_platform_refusing_everything_gets_one_last_attempt_not_a_loop()
     # MAX_FAILURES refused calls, then exactly one last attempt.
     assert len(sink.fail_next) == 50 - MAX_FAILURES - 1
     assert sink.visible() == ["shown so far ▌"]
+
+
+# --------------------------------------------------------------------------- edit budget
+
+
+def budgeted(clock: FakeClock, *, edits_per_second: float, others: int = 0,
+             **kw: object) -> tuple[RecordingSink, Pacer, Renderer]:
+    """A renderer on a pacer with a process edit budget, ``others`` answers already streaming."""
+    pacer = Pacer(slots=LocalSlots(), clock=clock, edits_per_second=edits_per_second)
+    for _ in range(others):
+        pacer.join()
+    sink = RecordingSink(clock=clock, **kw)  # type: ignore[arg-type]
+    return sink, pacer, Renderer(sink=sink, pacer=pacer, clock=clock)
+
+
+async def test_many_answers_streaming_space_out_progress_edits_not_first_or_final() -> None:
+    clock = FakeClock()
+    # Three answers streaming besides this one, on a budget of 2 edits/s: 4 / 2 = 2 s apart,
+    # twice the platform's 1 s interval.
+    sink, pacer, renderer = budgeted(clock, edits_per_second=2, others=3)
+    start = clock.now()
+    async with renderer:
+        renderer.append("Hello")
+        await sink.wait_calls(1, "post")
+        assert sink.text_calls()[0].at == start  # the first text is not spaced
+        assert pacer.spacing() == 2.0
+        renderer.append(" world")
+        await clock.sleepers(1)
+        assert clock.next_deadline() == start + 2.0
+        assert renderer.hold() > 0  # the reader is held while the edit waits
+        clock.advance(1.0)  # the platform's interval alone would allow the edit now
+        assert clock.pending == 1 and clock.next_deadline() == start + 2.0
+        clock.advance(1.0)
+        await sink.wait_calls(1, "edit")
+        assert sink.text_calls()[1].at == start + 2.0
+        assert sink.text_calls()[1].text == "Hello world ▌"
+        renderer.append("!")
+        await clock.sleepers(1)
+        assert clock.next_deadline() == start + 4.0
+        # The final text does not wait for the spacing, only for the platform's interval.
+        await clock.drive(renderer.finish())
+    final = sink.text_calls()[-1]
+    assert final.final and final.text == "Hello world!" and final.at == start + 3.0
+    assert pacer.spacing() == 1.5  # this answer left the budget; the three others remain
+
+
+async def test_spacing_within_the_platform_interval_adds_no_wait() -> None:
+    clock = FakeClock()
+    sink, pacer, renderer = budgeted(clock, edits_per_second=2)
+    start = clock.now()
+    async with renderer:
+        renderer.append("one")
+        await sink.wait_calls(1, "post")
+        assert pacer.spacing() == 0.5  # under the 1 s interval: pacing alone decides
+        renderer.append(" two")
+        await clock.sleepers(1)
+        clock.advance(1.0)
+        await sink.wait_calls(1, "edit")
+        await clock.drive(renderer.finish())
+    assert [c.at for c in sink.text_calls()] == [start, start + 1.0, start + 2.0]
+    assert all(s == 1.0 for s in clock.slept)  # no sleep of its own
+    assert pacer.spacing() == 0
+
+
+async def test_the_edit_budget_is_left_however_a_reply_ends() -> None:
+    clock = FakeClock(auto=True)
+    # Given up after refused calls.
+    sink, pacer, renderer = budgeted(clock, edits_per_second=1)
+    async with renderer:
+        renderer.append("shown")
+        await sink.wait_calls(1, "post")
+        assert pacer.spacing() == 1.0
+        sink.fail_next.extend(PlatformError("locked") for _ in range(MAX_FAILURES))
+        renderer.append(" more")
+        await sink.wait_calls(1, "edit")  # the last word, after giving up
+        assert renderer.failed and pacer.spacing() == 0
+        await renderer.finish()
+    assert pacer.spacing() == 0
+    # Left without finishing (the reply's task was cancelled or failed).
+    sink, pacer, renderer = budgeted(clock, edits_per_second=1)
+    try:
+        async with renderer:
+            renderer.append("shown")
+            await sink.wait_calls(1, "post")
+            assert pacer.spacing() == 1.0
+            raise RuntimeError("the stream broke")
+    except RuntimeError:
+        pass
+    assert pacer.spacing() == 0
+
+
+def test_spacing_is_capped() -> None:
+    pacer = Pacer(slots=LocalSlots(), clock=FakeClock(), edits_per_second=1)
+    for _ in range(1000):
+        pacer.join()
+    assert pacer.spacing() == MAX_SPACING
+    for _ in range(1000):
+        pacer.leave()
+    assert pacer.spacing() == 0
