@@ -86,6 +86,14 @@ def _ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x:g} ms"
 
 
+def _updates(runs: list[dict[str, Any]]) -> str:
+    """How often the answers grew meanwhile: the process's edit budget
+    (BRIDGE_LIVE_EDITS_PER_SECOND) spaces progress edits out when many answers stream."""
+    calls = spread([x.get("platform_calls_per_answer") for x in runs])
+    gap = spread([x.get("update_gap_p50_ms") for x in runs])
+    return f"{calls.text()} text calls per answer, updates every {gap.text(' ms')} (p50)"
+
+
 def figures(r: dict[str, Any], *, full: bool, platform_runs: int) -> list[dict[str, Any]]:
     """One row per figure of the scenarios that ran (``r``: scenario name → list of runs)."""
     rows: list[dict[str, Any]] = []
@@ -128,7 +136,7 @@ def figures(r: dict[str, Any], *, full: bool, platform_runs: int) -> list[dict[s
         row(f"added time to first text, {users} answers",
             f"p99 ≤ {FIRST_TEXT_P99_MS:g} ms at {FIRST_TEXT_AT:,}",
             f"p99 {p99.text(' ms')}; p50 {spread([x['p50_ms'] for x in runs]).text(' ms')}; "
-            f"bridge at {cores.text()} cores",
+            f"bridge at {cores.text()} cores; {_updates(runs)}",
             None if users < FIRST_TEXT_AT else at_most(p99, FIRST_TEXT_P99_MS), values=p99)
     if "throughput" in r:
         runs = r["throughput"]

@@ -159,6 +159,19 @@ def _latency(records: list[AnswerRecord]) -> dict[str, Any]:
             "p99_ms": _ms(percentile(values, 0.99)), "max_ms": _ms(max(values, default=None))}
 
 
+def _calls(records: list[AnswerRecord]) -> float | None:
+    """Platform calls carrying text per answer."""
+    return round(statistics.mean(len(r.text_calls) for r in records), 1) if records else None
+
+
+def _update_gap(records: list[AnswerRecord]) -> float | None:
+    """The median time between two text calls of one answer while it streams (the final
+    call, made once the stream ends, apart): how often a reader saw the answer grow."""
+    gaps = [later - earlier for r in records
+            for earlier, later in itertools.pairwise(r.text_calls[:-1])]
+    return percentile(gaps, 0.5) if gaps else None
+
+
 def _load(window: Window) -> dict[str, Any]:
     seconds = window.seconds or 1e-9
     return {
@@ -303,8 +316,7 @@ async def cpu(ctx: Context) -> dict[str, Any]:
                                     "pacing_redis": per_stream_second["pacing"],
                                     "turn_redis": per_stream_second["store_trips"]},
         "latency": _latency(_in_window(bw.records, bw)),
-        "platform_calls_per_answer": round(
-            statistics.mean(len(r.text_calls) for r in bw.records), 1) if bw.records else None,
+        "platform_calls_per_answer": _calls(bw.records),
         "rate_limited": sum(r.rate_limited for r in bw.records),
     }
 
@@ -382,7 +394,8 @@ async def latency_many(ctx: Context) -> dict[str, Any]:
     )
     ctx.tally.records(f"latency@{p.many_users}", window.records)
     return {"users": p.many_users, **_latency(_in_window(window.records, window)),
-            "load": _load(window)}
+            "load": _load(window), "platform_calls_per_answer": _calls(window.records),
+            "update_gap_p50_ms": _ms(_update_gap(window.records))}
 
 
 # --------------------------------------------------------------------------- throughput
