@@ -66,8 +66,9 @@ async def test_fast_stream_is_coalesced(redis_url: str, redis_prefix: str) -> No
 async def test_many_answers_streaming_update_less_often(redis_url: str,
                                                       redis_prefix: str) -> None:
     """BRIDGE_LIVE_EDITS_PER_SECOND: two answers streaming on a budget of one edit a second
-    are each edited every 2 s, not at the platform's 1 s; first and final texts are not held
-    back, and the budget is free again once they end (bridge_edit_spacing_seconds)."""
+    are each edited every 2 s, not at the platform's 1 s, through the composition; both end
+    exact, and the budget is free again once they end (bridge_edit_spacing_seconds). That the
+    final text does not wait for the spacing is in tests/unit/core/test_render.py."""
     clock = FakeClock()
     async with harness(redis_url, redis_prefix, clock=clock,
                        BRIDGE_LIVE_EDITS_PER_SECOND=1) as h:
