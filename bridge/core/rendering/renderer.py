@@ -90,7 +90,8 @@ class Renderer:
         # (start, body length) in the answer of the text last shown in each part.
         self._spans: list[tuple[int, int] | None] = [None] * len(existing)
         self._wake = asyncio.Event()
-        # The clock time of the paced slot the writer is sleeping until, if it is.
+        # The clock time the writer is sleeping until, if it is: a paced slot, or the end of
+        # the edit budget's spacing.
         self._due: float | None = None
         # Whether this reply counts in the pacer's edit budget (it shows text and streams),
         # when its last call set off, and the sleep spacing its next progress edit, if any.
@@ -147,8 +148,9 @@ class Renderer:
 
     async def wanted(self) -> None:
         """Return when more streamed text is worth reading: at once, unless the writer is
-        asleep until a paced slot; then just before that slot (READ_LEAD), or after
-        READ_HOLD at most (a slot far off after a 429 or on a busy channel). The text read
+        asleep until a paced slot or the end of the edit budget's spacing; then just before
+        it (READ_LEAD), or after READ_HOLD at most (a slot far off after a 429 or on a busy
+        channel, a long spacing). The text read
         meanwhile could not be shown before the slot anyway, and reading many deltas at
         once costs far less than one read each. The first text is never held: until it
         comes the writer waits for text, not for a slot."""
