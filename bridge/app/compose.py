@@ -131,6 +131,7 @@ async def compose(
         store = Store.from_settings(
             redis, settings, clock=store_clock if store_clock is not None else clock
         )
+        stack.push_async_callback(store.aclose)
         # One client per agent; one request budget per API key (Chatbase limits each key),
         # shared by every agent using it and by every replica.
         budgets: dict[str, RequestLimiter] = {}

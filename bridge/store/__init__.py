@@ -110,6 +110,11 @@ class Store:
             clock=clock,
         )
 
+    async def aclose(self) -> None:
+        """Give the store's shared Redis connection back to the client's pool (the client
+        itself is the caller's to close)."""
+        await self.link.aclose()
+
     @property
     def round_trips(self) -> int:
         """Network round trips made so far (a pipeline or a script call counts once)."""

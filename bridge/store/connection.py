@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.core.errors import ConfigError, StoreError
+from bridge.store.shared import SharedConnection
 
 __all__ = [
     "Connector",
@@ -451,10 +452,11 @@ class _Trip:
     StoreError naming the setting to look at. A round trip cut short by the timeout closes
     its connection (redis-py drops a connection whose command was interrupted)."""
 
-    __slots__ = ("_deadline", "_link")
+    __slots__ = ("_deadline", "_link", "_shared")
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, *, shared: bool = False) -> None:
         self._link = link
+        self._shared = shared
         self._deadline: asyncio.Timeout | None = None
 
     async def __aenter__(self) -> None:
@@ -473,23 +475,35 @@ class _Trip:
         try:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError as late:
-            raise translate(_Late(self._link.timeout), self._link.client) from late
+            overdue = _Late(self._link.timeout)
+            if self._shared:
+                # Redis may hang: the commands behind this one on the shared connection
+                # would wait as long, so it is given up.
+                self._link.shared.reset(overdue)
+            raise translate(overdue, self._link.client) from late
         if isinstance(exc, RedisError | OSError):
             raise translate(exc, self._link.client) from exc
 
 
 class Link:
     """One Redis client as the store uses it: counted round trips, each bounded by
-    ``timeout`` (REDIS_TIMEOUT), translated errors."""
+    ``timeout`` (REDIS_TIMEOUT), translated errors. Scripts go over one connection shared
+    by every task (``shared``); everything else through the client's pool."""
 
     def __init__(self, client: aioredis.Redis, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.client = client
         self.timeout = timeout
         self.round_trips = 0
+        self.shared = SharedConnection(client)
 
-    def trip(self) -> _Trip:
-        """``async with link.trip():`` around one round trip to Redis."""
-        return _Trip(self)
+    def trip(self, *, shared: bool = False) -> _Trip:
+        """``async with link.trip():`` around one round trip to Redis (``shared``: over
+        the shared connection)."""
+        return _Trip(self, shared=shared)
+
+    async def aclose(self) -> None:
+        """Give the shared connection back to the pool (the client stays open)."""
+        await self.shared.aclose()
 
     def script(self, source: str) -> AsyncScript:
         """Register a Lua script; this computes its SHA only, the server sees it on first
@@ -501,15 +515,17 @@ class Link:
         restarted Redis, or a replica just promoted). Scripts are never queued in a
         pipeline: redis-py would then ask SCRIPT EXISTS before every pipeline, one more
         round trip each time."""
-        async with self.trip():
+        async with self.trip(shared=True):
             try:
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self.shared.execute("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 pass
-        async with self.trip():
-            script.sha = await self.client.script_load(script.script)
-        async with self.trip():
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        async with self.trip(shared=True):
+            # Over the connection the script will run on: after a failover the pool may
+            # still hold connections to the demoted primary, which loads scripts as well.
+            script.sha = text(await self.shared.execute("SCRIPT", "LOAD", script.script))
+        async with self.trip(shared=True):
+            return await self.shared.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 # ---------------------------------------------------------------------------- connect
