@@ -25,16 +25,19 @@ import aiohttp
 from bridge.core.errors import PlatformError, PlatformRateLimited
 from bridge.core.models import ChatResult, Feedback, TextDelta
 from bridge.core.ports import Budget, Operation, SinkLimits, SlotStore
+from tests.bench.answers import answer_text
 
 MARK = " ▌"
 
 
 @dataclass
 class AnswerRecord:
-    """What the benchmark saw of one answer (perf_counter seconds)."""
+    """What the benchmark saw of one answer (perf_counter seconds). The agent's answer is
+    made from ``seed`` and ``words`` when it is checked, not while the bridge is measured
+    (the floor makes none)."""
 
     seed: int
-    expected: str
+    words: int
     started: float = 0.0
     first_delta_at: float | None = None
     first_text_at: float | None = None
@@ -43,6 +46,10 @@ class AnswerRecord:
     rate_limited: int = 0
     final: str | None = None
     done_at: float | None = None
+
+    @property
+    def expected(self) -> str:
+        return answer_text(self.seed, self.words)
 
     @property
     def added_latency(self) -> float | None:

@@ -27,7 +27,7 @@ from bridge.app.settings import Settings
 from bridge.core.models import InboundMessage, Place, Platform
 from bridge.core.service import RelayService
 from bridge.store import Store
-from tests.bench.answers import answer_text, question
+from tests.bench.answers import question
 from tests.bench.instrument import (
     AnswerRecord,
     BenchSink,
@@ -130,7 +130,7 @@ async def ask(bridge: Bridge, user: int, words: int, *, interval: float,
     """One question through the real service into a ``BenchSink``; returns what was seen
     (and puts the record in ``started`` at once, to watch it in flight)."""
     seed = next(_seeds) if seed is None else seed
-    record = AnswerRecord(seed=seed, expected=answer_text(seed, words))
+    record = AnswerRecord(seed=seed, words=words)
     if started is not None:
         started.append(record)
     # Every answer gets a rate-limit space of its own (a Discord thread per question), so
