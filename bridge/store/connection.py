@@ -511,10 +511,10 @@ class Link:
         return self.client.register_script(source)
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA, loading the script first when the server does not know it (a fresh or
-        restarted Redis, or a replica just promoted). Scripts are never queued in a
-        pipeline: redis-py would then ask SCRIPT EXISTS before every pipeline, one more
-        round trip each time."""
+        """EVALSHA over the shared connection, loading the script first when the server
+        does not know it (a fresh or restarted Redis, or a replica just promoted). Scripts
+        are never queued in a redis-py pipeline: it would ask SCRIPT EXISTS before every
+        pipeline, one more round trip each time."""
         async with self.trip(shared=True):
             try:
                 return await self.shared.execute("EVALSHA", script.sha, len(keys), *keys, *args)

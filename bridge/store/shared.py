@@ -94,6 +94,8 @@ class SharedConnection:
             if line is not None:
                 self._retire(line, RedisConnectionError("Redis closed the connection"))
             line = await self._open()
+            if line is not self._line:  # given up again before this caller woke
+                raise RedisConnectionError("the new connection to Redis was given up")
         conn = line.conn
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # The reply comes back in the order the command is written: nothing may come
