@@ -6,10 +6,13 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bridge.core import notices
 from bridge.core.errors import PlatformRateLimited
 from bridge.core.identity import conversation_key
 from bridge.core.models import Platform, ReplyRecord
+from bridge.core.rendering.renderer import READ_LEAD
 from bridge.core.split import join_bodies, split_text
 from bridge.core.tools import ToolRegistry
 from tests.fakes.chatbase import Answer, FakeToolCall, Gate, StreamFault
@@ -86,9 +89,13 @@ async def test_many_answers_streaming_update_less_often(redis_url: str,
         assert metrics.registry.get_sample_value("bridge_edit_spacing_seconds") == 2.0
         first = sinks[0].text_calls()[0].at
         gates[0].release(1)
-        await clock.sleepers(1)
-        assert clock.next_deadline() == first + 2.0
+        # With A2 the writer waits for the spacing, 2 s after the post; the reader holds
+        # until just before the platform's own interval would allow a call.
+        async with asyncio.timeout(5):
+            await clock.sleepers(2)
+        assert clock.next_deadline() == pytest.approx(first + 1.0 - READ_LEAD)
         clock.advance(1.0)  # the platform's interval: not yet
+        assert clock.pending == 1
         assert [c.op for c in sinks[0].text_calls()] == ["post"]
         assert clock.next_deadline() == first + 2.0
         clock.advance(1.0)

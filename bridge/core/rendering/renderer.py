@@ -90,8 +90,9 @@ class Renderer:
         # (start, body length) in the answer of the text last shown in each part.
         self._spans: list[tuple[int, int] | None] = [None] * len(existing)
         self._wake = asyncio.Event()
-        # The clock time the writer is sleeping until, if it is: a paced slot, or the end of
-        # the edit budget's spacing.
+        # The soonest the writer can make its next call, while that is ahead: the paced slot
+        # or the end of the edit budget's spacing it sleeps until, or, from a call's start,
+        # one interval of the call's budget later. The reader holds its reads until then.
         self._due: float | None = None
         # Whether this reply counts in the pacer's edit budget (it shows text and streams),
         # when its last call set off, and the sleep spacing its next progress edit, if any.
@@ -147,13 +148,14 @@ class Renderer:
             self._wake.set()
 
     async def wanted(self) -> None:
-        """Return when more streamed text is worth reading: at once, unless the writer is
-        asleep until a paced slot or the end of the edit budget's spacing; then just before
-        it (READ_LEAD), or after READ_HOLD at most (a slot far off after a 429 or on a busy
-        channel, a long spacing). The text read
-        meanwhile could not be shown before the slot anyway, and reading many deltas at
-        once costs far less than one read each. The first text is never held: until it
-        comes the writer waits for text, not for a slot."""
+        """Return when more streamed text is worth reading: at once, unless the writer
+        cannot call the platform before a later time (asleep until a paced slot or the end
+        of the edit budget's spacing, or a call of its budget made less than an interval
+        ago); then just before it (READ_LEAD), or after READ_HOLD at most (a slot far off
+        after a 429 or on a busy channel, a long spacing). The text read meanwhile could
+        not be shown before then anyway, and reading many deltas at once costs far less
+        than one read each. The first text is never held: until it comes the writer waits
+        for text, not for a slot."""
         delay = self.hold()
         if delay > 0:
             await self._clock.sleep(delay)
@@ -286,7 +288,7 @@ class Renderer:
 
     async def _space(self, until: float) -> None:
         """Sleep until ``until`` unless ``finish`` comes first; the reader is held meanwhile."""
-        self._spaced = asyncio.ensure_future(self._clock.sleep(until - self._clock.now()))
+        self._spaced = asyncio.ensure_future(self._sleep_until(until))
         self._due = until
         try:
             await asyncio.wait((self._spaced,))
@@ -295,8 +297,15 @@ class Renderer:
             self._spaced.cancel()
             self._spaced = None
 
+    async def _sleep_until(self, until: float) -> None:
+        # The delay is taken when the sleep starts, not when it is scheduled.
+        await self._clock.sleep(until - self._clock.now())
+
     async def _write(self, step: _Step, budget: Budget, failures: int) -> int:
         """Make one platform call; returns the number of consecutive failed calls after it."""
+        # Its budget takes no other call for an interval: what streams in meanwhile, while
+        # this one is out too, waits unread until just before then.
+        self._due = self._clock.now() + budget.interval
         try:
             await self._call(step)
         except PlatformRateLimited as exc:
