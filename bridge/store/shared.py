@@ -33,10 +33,9 @@ class SharedConnection:
     """Commands of every task over one connection: each is written as it comes, and one
     reader task reads the replies back in order and hands each to its caller.
 
-    A round trip then costs a write and a share of a read. Through the pool it also costs a
-    connection's checkout and return, which in redis-py take a lock, a condition, a timer
-    and several awaits per command; with an answer's pacing and turn scripts that was most
-    of what the bridge spent on Redis.
+    A round trip then costs a write and a share of a read. Through the pool each command
+    also checks a connection out and back in, which in redis-py 8 takes a lock, a
+    condition, a timer and several awaits each way (docs/performance.md, change 10).
 
     Only for commands that neither block nor change the connection's state (the store's
     scripts). The connection comes from ``client``'s pool, so the pool's credentials, TLS,
@@ -45,8 +44,9 @@ class SharedConnection:
     fails, every command waiting on it fails, as a dropped connection fails its command in
     redis-py: the command may have run, so nothing is retried. The exception is a READONLY
     reply: the command ran nowhere (a primary was demoted under the connection), so it is
-    sent once more, on a new connection. A caller that stops waiting (cancelled, or out of
-    time) leaves the connection as it is; its reply is read and dropped."""
+    sent once more, on a new connection. A caller that stops waiting (cancelled) leaves the
+    connection as it is: its reply is read and dropped. A reply overdue is the owner's to
+    judge (``Link``: REDIS_TIMEOUT), which then gives the connection up (``reset``)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
@@ -69,7 +69,7 @@ class SharedConnection:
         another connection."""
         opening, self._opening = self._opening, None
         if opening is not None and not opening.done():
-            opening.set_exception(_failed(failure))
+            _fail(opening, _failed(failure))
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
@@ -125,8 +125,8 @@ class SharedConnection:
             conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         except BaseException as exc:
             if not opening.done():
-                opening.set_exception(exc if isinstance(exc, Exception)
-                                      else RedisConnectionError("connecting was cancelled"))
+                _fail(opening, exc if isinstance(exc, Exception)
+                      else RedisConnectionError("connecting was cancelled"))
             if self._opening is opening:
                 self._opening = None
                 self._connecting = None
@@ -165,7 +165,7 @@ class SharedConnection:
                 owed = line.owed.popleft()
                 if not owed.done():
                     if isinstance(reply, BaseException):
-                        owed.set_exception(reply)
+                        _fail(owed, reply)
                     else:
                         owed.set_result(reply)
         except asyncio.CancelledError:
@@ -179,7 +179,7 @@ class SharedConnection:
             while line.owed:
                 owed = line.owed.popleft()
                 if not owed.done():
-                    owed.set_exception(_failed(failure))
+                    _fail(owed, _failed(failure))
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
             with contextlib.suppress(Exception):
@@ -192,6 +192,14 @@ class SharedConnection:
         reader = line.reader
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail ``future``, whose caller may stop waiting (its own deadline, at the same moment)
+    before it wakes: the error counts as seen, so asyncio does not log it as never
+    retrieved; a caller that does wake still gets it raised."""
+    future.set_exception(error)
+    future.exception()
 
 
 def _failed(failure: BaseException) -> BaseException:
