@@ -303,9 +303,12 @@ class Renderer:
 
     async def _write(self, step: _Step, budget: Budget, failures: int) -> int:
         """Make one platform call; returns the number of consecutive failed calls after it."""
-        # Its budget takes no other call for an interval: what streams in meanwhile, while
-        # this one is out too, waits unread until just before then.
-        self._due = self._clock.now() + budget.interval
+        # Its budget takes no other call for an interval: when the next progress edit goes
+        # on the same budget, what streams in meanwhile (this call out too) waits unread
+        # until just before then. Not otherwise: on Slack a stream's start and its appends
+        # are budgets of their own, and the first append may follow the start at once.
+        if self._sink.budget("edit") == budget:
+            self._due = self._clock.now() + budget.interval
         try:
             await self._call(step)
         except PlatformRateLimited as exc:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.core.errors import PlatformError, PlatformMessageFrozen, PlatformRateLimited
 from bridge.core.notices import CUT_OFF
+from bridge.core.ports import Budget, Operation
 from bridge.core.rendering.pacing import MAX_SPACING, LocalSlots, Pacer
-from bridge.core.rendering.renderer import GAVE_UP_REASON, MAX_FAILURES, Renderer
+from bridge.core.rendering.renderer import GAVE_UP_REASON, MAX_FAILURES, READ_LEAD, Renderer
 from bridge.core.split import Fence, fence_after, join_bodies, split_text
 from tests.fakes.clock import FakeClock
 from tests.fakes.sink import RecordingSink, Shared
@@ -264,6 +267,32 @@ def budgeted(clock: FakeClock, *, edits_per_second: float, others: int = 0,
         pacer.join()
     sink = RecordingSink(clock=clock, **kw)  # type: ignore[arg-type]
     return sink, pacer, Renderer(sink=sink, pacer=pacer, clock=clock)
+
+
+class _StreamBudgets(RecordingSink):
+    """Like Slack's streams: the first post on a budget of its own, far slower than the
+    edits' (chat.startStream against chat.appendStream)."""
+
+    def budget(self, op: Operation, *, final: bool = False) -> Budget:
+        return Budget("start", 3.0) if op == "post" else Budget("append", 0.5)
+
+
+async def test_a_call_holds_the_reader_only_when_the_next_edit_shares_its_budget() -> None:
+    for sink_class, held in ((RecordingSink, True), (_StreamBudgets, False)):
+        clock = FakeClock()
+        gate = asyncio.Event()
+        sink = sink_class(clock=clock, gate=gate)
+        renderer = Renderer(sink=sink, pacer=Pacer(slots=LocalSlots(), clock=clock),
+                            clock=clock)
+        async with renderer:
+            renderer.append("Hello")
+            await sink.entered.wait()  # the post is out
+            # The same budget takes no edit for an interval: nothing read meanwhile could
+            # be shown sooner. A budget of its own for edits could take one at once.
+            assert renderer.hold() == (pytest.approx(1.0 - READ_LEAD) if held else 0.0)
+            gate.set()
+            await clock.drive(renderer.finish())
+        assert sink.joined() == "Hello"
 
 
 async def test_many_answers_streaming_space_out_progress_edits_not_first_or_final() -> None:
