@@ -211,9 +211,3 @@ def _failed(failure: BaseException) -> BaseException:
         error = RedisConnectionError(f"the connection failed: {failure!r}")
     error.__cause__ = failure
     return error
-
-
-async def _finished(line: _Line) -> None:
-    if line.reader is not None:
-        with contextlib.suppress(BaseException):
-            await line.reader
