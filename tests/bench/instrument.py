@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -47,7 +48,7 @@ class AnswerRecord:
     final: str | None = None
     done_at: float | None = None
 
-    @property
+    @cached_property
     def expected(self) -> str:
         return answer_text(self.seed, self.words)
 
